@@ -1,0 +1,1 @@
+"""Experiment definitions: datasets, their reference defaults, typed trial specs and grid files."""

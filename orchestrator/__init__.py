@@ -1,0 +1,1 @@
+"""Runs trials: the round loop, checkpoints, result sinks and the command line."""

@@ -1,0 +1,49 @@
+"""One round's query: draw the random subset, map the strategy over shards, merge, select b pool indices."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from strategies.base import ScoringInputs, ShardResult, Strategy, merge_shards
+
+ShardMapper = Callable[[Strategy, list[ScoringInputs], int], list[ShardResult]]
+
+
+def map_shards_locally(strategy: Strategy, shards: list[ScoringInputs], b: int) -> list[ShardResult]:
+    """The in-process mapper; the orchestrator substitutes one that sends shards to actors."""
+    return [strategy.reduce(strategy.score(shard), b) for shard in shards]
+
+
+def draw_subset(labeled_round: torch.Tensor, size: int | None, generator: torch.Generator) -> np.ndarray:
+    """A uniformly random subset of the unlabeled pool (sorted pool indices); None or oversize = all of it."""
+    order = torch.randperm(len(labeled_round), generator=generator)
+    unlabeled = order[labeled_round[order] < 0].numpy()
+    return np.sort(unlabeled if size is None else unlabeled[:size])
+
+
+def query(
+    strategy: Strategy,
+    make_inputs: Callable[[np.ndarray], ScoringInputs],
+    subset: np.ndarray,
+    labeled: np.ndarray,
+    b: int,
+    n_shards: int = 1,
+    map_shards: ShardMapper = map_shards_locally,
+) -> np.ndarray:
+    """Exactly b unique unlabeled pool indices; the same for any n_shards."""
+    candidates = np.sort(strategy.candidates(subset, labeled))
+    shards = [make_inputs(part) for part in np.array_split(candidates, n_shards) if len(part)]
+    picks = strategy.select(merge_shards(map_shards(strategy, shards, b)), b, labeled)
+    if (
+        len(picks) != b
+        or len(np.unique(picks)) != b
+        or np.isin(picks, labeled).any()
+        or not np.isin(picks, subset).all()
+    ):
+        raise RuntimeError(
+            f"strategy {strategy.name} returned an invalid selection (want {b} unique unlabeled subset indices)"
+        )
+    return np.asarray(picks, dtype=np.int64)

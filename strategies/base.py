@@ -1,0 +1,107 @@
+"""The strategy protocol: a map over shards of the scored subset, a merge, and a select of exactly b pool indices.
+
+A round's query is, for any strategy:
+
+    candidates = strategy.candidates(subset, labeled)          # global pool indices to map over
+    partials   = [strategy.reduce(strategy.score(inputs_of(shard)), b) for shard in split(candidates)]
+    picks      = strategy.select(merge_shards(partials), b, labeled)
+
+The engine never branches on the strategy's type. Only global pool indices cross these boundaries.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.augment import Normalizer
+from models.objective import CROSS_ENTROPY, Objective
+
+
+@dataclass(frozen=True)
+class ScoringInputs:
+    """What one shard's map needs. Picklable, so a shard can be scored by another process."""
+
+    backbone: nn.Module
+    loss_module: nn.Module | None
+    images: torch.Tensor  # uint8 [n, C, H, W]: the shard's images, on the scoring device
+    pool_indices: np.ndarray  # int64 [n]: their global pool indices
+    normalize: Normalizer
+    batch_size: int  # scoring chunk size (bounds peak memory)
+    selection_key: int  # this round's 'select' random stream, for seeded tie-breaks and sampling
+    augment_padding: int | None = None  # score augmented views (crop padding), None = test-time views
+
+    def batches(self):
+        """(positions, normalised float batch) pairs, `batch_size` at a time."""
+        from strategies.views import scoring_view
+
+        for start in range(0, len(self.pool_indices), self.batch_size):
+            stop = min(start + self.batch_size, len(self.pool_indices))
+            yield slice(start, stop), scoring_view(self, start, stop)
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """A map's output for some pool indices: a score each, or a feature vector each (global selections)."""
+
+    pool_indices: np.ndarray  # int64 [n]
+    scores: np.ndarray | None = None  # float64 [n]
+    features: np.ndarray | None = None  # float32 [n, d]
+
+    def take(self, positions: np.ndarray) -> ShardResult:
+        return ShardResult(
+            self.pool_indices[positions],
+            None if self.scores is None else self.scores[positions],
+            None if self.features is None else self.features[positions],
+        )
+
+
+def merge_shards(parts: list[ShardResult]) -> ShardResult:
+    """Concatenate shard outputs, ordered by pool index (so the merge is independent of the sharding)."""
+    pool = np.concatenate([p.pool_indices for p in parts])
+    merged = ShardResult(
+        pool,
+        None if parts[0].scores is None else np.concatenate([p.scores for p in parts]),
+        None if parts[0].features is None else np.concatenate([p.features for p in parts]),
+    )
+    return merged.take(np.argsort(pool, kind="stable"))
+
+
+def top_b(result: ShardResult, b: int) -> ShardResult:
+    """The b highest scores, ties broken by the lower pool index; top-b of per-shard top-b lists is exact."""
+    if not np.all(np.isfinite(result.scores)):
+        bad = result.pool_indices[~np.isfinite(result.scores)][:5]
+        raise FloatingPointError(f"non-finite query scores at pool indices {bad.tolist()}: the model has diverged")
+    order = np.lexsort((result.pool_indices, -result.scores))
+    return result.take(order[:b])
+
+
+class Strategy(ABC):
+    """Base of every strategy. Subclasses set `name`, `objective`, and implement `score`."""
+
+    name: ClassVar[str]
+    objective: ClassVar[Objective] = CROSS_ENTROPY
+
+    def candidates(self, subset: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+        """The pool indices the map runs over: the random unlabeled subset, by default."""
+        return subset
+
+    @abstractmethod
+    def score(self, inputs: ScoringInputs) -> ShardResult:
+        """The per-sample map over one shard."""
+
+    def reduce(self, result: ShardResult, b: int) -> ShardResult:
+        """Shrinks one shard's output before the merge without changing the selection (top-b for scores)."""
+        return top_b(result, b)
+
+    def select(self, merged: ShardResult, b: int, labeled: np.ndarray) -> np.ndarray:
+        """Exactly b unique unlabeled pool indices, from the merged shard outputs."""
+        return top_b(merged, b).pool_indices
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,111 @@
+"""Grid files: the documented example works as written, bad input gets errors that name field, value and fix."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from experiments.errors import ConfigError
+from experiments.grid import load_grid, parse_grid
+
+EXAMPLE = """
+name: digits-demo
+datasets: [digits]
+model: small_cnn               # optional; else each dataset's default
+data_root: ~/data              # optional; else $ALBENCH_DATA_ROOT, else the default
+regimes:
+  small: {initial: 20, query: 20, subset: 400, budget: 200}
+strategies: [random, entropy, margin, least_confidence, coreset, learning_loss, ent_gradnorm, lplgrad]
+seeds: [0, 1, 2]
+train: {epochs: 30}            # overrides of the dataset's defaults
+resources: {gpus_per_trial: 0, cpus_per_trial: 1, scoring_shards: 1}
+"""
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "grid.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_the_documented_example_expands_to_every_combination(tmp_path):
+    grid = load_grid(write(tmp_path, EXAMPLE))
+    trials = grid.trials()
+    assert len(trials) == 1 * 1 * 8 * 3
+    assert len({t.trial_id for t in trials}) == 24
+    assert {t.train.epochs for t in trials} == {30} and trials[0].regime.labeled_counts[-1] == 200
+
+
+def test_overriding_epochs_rescales_the_schedule_unless_given(tmp_path):
+    grid = parse_grid({**_base(), "datasets": ["cifar10"], "train": {"epochs": 50}})
+    train = grid.trials()[0].train
+    assert train.epochs == 50 and train.lr_milestones == (40,) and train.lpl_detach_epoch == 30
+    explicit = parse_grid({**_base(), "datasets": ["cifar10"], "train": {"epochs": 50, "lr_milestones": [45]}})
+    assert explicit.trials()[0].train.lr_milestones == (45,)
+
+
+def _base(**changes):
+    base = {
+        "name": "g",
+        "datasets": ["digits"],
+        "regimes": {"r": {"initial": 10, "query": 10, "budget": 50}},
+        "strategies": ["random", "entropy"],
+        "seeds": [0],
+    }
+    return {**base, **changes}
+
+
+def test_trial_ids_are_stable_and_only_new_trials_appear_when_seeds_are_added():
+    before = {t.trial_id for t in parse_grid(_base()).trials()}
+    again = {t.trial_id for t in parse_grid(_base()).trials()}
+    more = {t.trial_id for t in parse_grid(_base(seeds=[0, 1])).trials()}
+    changed = {t.trial_id for t in parse_grid(_base(train={"epochs": 5})).trials()}
+    assert before == again and before < more and len(more) == 4
+    assert not (before & changed)
+
+
+def test_unknown_strategy_names_the_field_value_and_known_set():
+    with pytest.raises(ConfigError) as error:
+        parse_grid(_base(strategies=["random", "lplgard"]), "my.yaml")
+    message = str(error.value)
+    assert "my.yaml" in message and "strategies" in message and "'lplgard' is unknown" in message
+    assert "known: coreset, ent_gradnorm, entropy" in message
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"seeds": [0, 0]}, "seed listed more than once: 0"),
+        ({"regimes": {"r": {"initial": 10, "query": 10, "budget": 5}}}, "budget (5) must be >= initial (10)"),
+        ({"regimes": {"r": {"initial": 10, "query": 0, "budget": 50}}}, "regimes.r.query"),
+        ({"train": {"epoch": 3}}, "unknown field(s) epoch; allowed: epochs"),
+        ({"train": {"lr": -1}}, "greater than 0"),
+        ({"datasets": ["cifar11"]}, "dataset 'cifar11' is unknown"),
+        ({"model": "vgg"}, "model 'vgg' is unknown; known: resnet18, small_cnn"),
+        ({"colour": "red"}, "colour: unknown field"),
+        ({"strategies": []}, "strategies: List should have at least 1 item"),
+    ],
+)
+def test_malformed_grids_are_rejected_with_the_problem_named(changes, expected):
+    with pytest.raises(ConfigError) as error:
+        parse_grid(_base(**changes))
+    assert expected in str(error.value)
+
+
+def test_missing_fields_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="seeds: required field is missing"):
+        parse_grid({k: v for k, v in _base().items() if k != "seeds"})
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_grid(write(tmp_path, "name: [unclosed"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_grid(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_grid(write(tmp_path, "- just\n- a list\n"))
+
+
+def test_shipped_grids_validate():
+    from tests.conftest import REPO
+
+    for path in sorted((REPO / "experiments" / "grids").glob("*.yaml")):
+        assert load_grid(path).trials(), path

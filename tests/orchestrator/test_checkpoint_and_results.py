@@ -1,0 +1,73 @@
+"""Checkpoints and the Parquet sink: atomic, idempotent, and loud about corrupt or foreign files."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from experiments.errors import CheckpointError
+from orchestrator.checkpoint import load_state, save_state
+from orchestrator.results import read_rounds, rounds_done, rows_of, write_rounds
+from orchestrator.trial import run_trial
+from tests.conftest import tiny_spec
+
+
+@pytest.fixture(scope="module")
+def finished(digits):
+    spec = tiny_spec("margin")
+    return spec, run_trial(spec, digits)
+
+
+def test_corrupt_and_foreign_checkpoints_raise_errors_that_say_what_to_do(finished, tmp_path):
+    spec, state = finished
+    path = tmp_path / "state.pt"
+    save_state(state, path)
+    with pytest.raises(CheckpointError, match="belongs to trial .* not other"):
+        load_state(path, "other")
+    path.write_bytes(path.read_bytes()[:1000])  # truncated, as after a crash of a non-atomic writer
+    with pytest.raises(CheckpointError, match="corrupt or unreadable.*delete it to rerun"):
+        load_state(path, spec.trial_id)
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary files left behind"
+
+
+def test_parquet_upsert_is_idempotent_and_unique_on_trial_and_round(finished, tmp_path):
+    spec, state = finished
+    rows = rows_of(spec, state.records, "abc123", "cpu: test")
+    write_rounds(tmp_path, rows[:2])
+    write_rounds(tmp_path, rows[1:3])  # round 1 again: replaced, not duplicated
+    write_rounds(tmp_path, rows)
+    write_rounds(tmp_path, rows)
+    frame = pd.read_parquet(tmp_path / "rounds")
+    assert len(frame) == 4 and not frame.duplicated(["trial_id", "round"]).any()
+    assert rounds_done(tmp_path, spec.trial_id) == 4
+    for column in (
+        "experiment",
+        "trial_id",
+        "dataset",
+        "regime",
+        "strategy",
+        "seed",
+        "round",
+        "n_labeled",
+        "test_accuracy",
+        "train_seconds",
+        "query_seconds",
+        "git_sha",
+        "spec",
+        "per_class_accuracy",
+    ):
+        assert column in frame.columns
+    assert frame.sort_values("round")["test_accuracy"].tolist() == [r.test_accuracy for r in state.records]
+    assert frame["git_sha"].unique().tolist() == ["abc123"]
+
+
+def test_readers_ignore_a_half_written_temporary_file(finished, tmp_path):
+    spec, state = finished
+    write_rounds(tmp_path, rows_of(spec, state.records, "x", "cpu"))
+    (tmp_path / "rounds" / f".{spec.trial_id}.parquet.tmp-999").write_bytes(b"PAR1 garbage from a crash")
+    assert len(read_rounds(tmp_path)) == 4
+
+
+def test_an_empty_results_folder_reads_as_an_empty_frame(tmp_path):
+    frame = read_rounds(tmp_path)
+    assert frame.empty and "test_accuracy" in frame.columns
