@@ -9,12 +9,11 @@ RESULTS ?= results/demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/albench run experiments/grids/demo.yaml --results $(RESULTS)
+	$(VENV)/bin/albench run experiments/grids/demo.yaml --results $(RESULTS) --progress trials
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -32,11 +33,22 @@ def cmd_run(args: argparse.Namespace) -> None:
     grid = load_grid(args.grid)
     results = Path(args.results) if args.results else _default_results(grid.name)
     print(f"grid '{grid.name}': {len(grid.trials())} trials; results in {results}")
-    run_grid_locally(grid, results, data_root=args.data_root, device=_device(args.device))
+    outcomes = run_grid_locally(
+        grid,
+        results,
+        data_root=args.data_root,
+        device=_device(args.device),
+        report=functools.partial(print, flush=True),  # progress reaches a log file or pipe as it happens
+        round_progress=args.progress == "rounds",
+    )
     rounds = read_rounds(results)
     print()
     print(format_accuracy_tables(rounds[rounds["experiment"] == grid.name]))
     print(f"\nParquet rows: pandas.read_parquet('{results / 'rounds'}')")
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        lines = "\n  ".join(f"{o.spec.label} (trial {o.spec.trial_id}): {o.error}" for o in failed)
+        raise AlbenchError(f"{len(failed)} of {len(outcomes)} trials failed; the others completed:\n  {lines}")
 
 
 def cmd_table(args: argparse.Namespace) -> None:
@@ -68,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="data root (default: the grid's data_root, $ALBENCH_DATA_ROOT, ~/data)")
     run.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device (default: auto)"
+    )
+    run.add_argument(
+        "--progress", default="rounds", choices=["rounds", "trials"], help="print a line per round or per trial"
     )
     run.set_defaults(func=cmd_run)
     table = sub.add_parser("table", help="print the mean ± std accuracy table of a results folder")

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from experiments.errors import DivergedError
 from models.augment import Normalizer
 from models.objective import CROSS_ENTROPY, Objective
+from strategies.views import scoring_view
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,6 @@ class ScoringInputs:
 
     def batches(self):
         """(positions, normalised float batch) pairs, `batch_size` at a time."""
-        from strategies.views import scoring_view
-
         for start in range(0, len(self.pool_indices), self.batch_size):
             stop = min(start + self.batch_size, len(self.pool_indices))
             yield slice(start, stop), scoring_view(self, start, stop)
@@ -76,7 +76,9 @@ def top_b(result: ShardResult, b: int) -> ShardResult:
     """The b highest scores, ties broken by the lower pool index; top-b of per-shard top-b lists is exact."""
     if not np.all(np.isfinite(result.scores)):
         bad = result.pool_indices[~np.isfinite(result.scores)][:5]
-        raise FloatingPointError(f"non-finite query scores at pool indices {bad.tolist()}: the model has diverged")
+        raise DivergedError(
+            f"non-finite query scores at pool indices {bad.tolist()}: the model has diverged; lower train.lr"
+        )
     order = np.lexsort((result.pool_indices, -result.scores))
     return result.take(order[:b])
 

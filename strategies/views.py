@@ -27,6 +27,7 @@ def uniform_hash(key: int, pool_indices: np.ndarray) -> np.ndarray:
 
 
 def scoring_view(inputs, start: int, stop: int) -> torch.Tensor:
+    """Normalised float images [stop - start, C, H, W] of a ScoringInputs slice, augmented if it asks for it."""
     images = inputs.images[start:stop]
     if inputs.augment_padding is not None:
         h = splitmix64(inputs.selection_key ^ 0xA5A5, inputs.pool_indices[start:stop])

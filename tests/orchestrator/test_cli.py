@@ -120,3 +120,32 @@ def test_table_and_list_commands(tmp_path):
     assert done.returncode == 2 and "no results in" in done.stderr
     listing = albench("list")
     assert "lplgrad" in listing.stdout and "cifar100" in listing.stdout and "resnet18" in listing.stdout
+
+
+def test_a_crash_between_checkpoint_and_parquet_write_is_caught_up_without_retraining(grid_file, tmp_path):
+    from orchestrator.results import trial_file
+
+    grid_file.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("[random, lplgrad]", "[random]"))
+    results = tmp_path / "r"
+    assert albench("run", str(grid_file), "--results", str(results)).returncode == 0
+    before = read_rounds(results)
+    trial_id = before["trial_id"].iloc[0]
+    trial_file(results, trial_id).unlink()  # the checkpoint holds all 5 rounds, the sink none
+    done = albench("run", str(grid_file), "--results", str(results))
+    assert done.returncode == 0, done.stderr
+    after = read_rounds(results)
+    # identical timings prove the rows were re-projected from the checkpoint, not recomputed
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
+
+
+def test_a_diverging_trial_fails_alone_and_the_grid_goes_on(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        GRID.replace("train: {epochs: 6}", "train: {epochs: 2, lr: 1.0e+12}").replace("seeds: [0, 1]", "seeds: [0]")
+    )
+    done = albench("run", str(grid), "--results", str(tmp_path / "r"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert (
+        "2 of 2 trials failed" in done.stderr and "training diverged" in done.stderr and "Lower train.lr" in done.stderr
+    )
+    assert done.stdout.count("FAILED") == 2

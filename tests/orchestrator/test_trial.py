@@ -42,7 +42,7 @@ def test_strategies_of_a_seed_start_paired_and_seeds_differ(digits):
         run_trial(tiny_spec("margin"), digits, max_rounds=1),
     )
     assert entropy.records[0].test_accuracy == margin.records[0].test_accuracy  # same init, same initial set
-    assert torch.equal(entropy.labeled_round >= 0, margin.labeled_round >= 0) is False  # they query differently
+    assert not torch.equal(entropy.labeled_round >= 0, margin.labeled_round >= 0)  # they query differently
     assert torch.equal(entropy.labeled_round == 0, margin.labeled_round == 0)
     other_seed = run_trial(tiny_spec("entropy", seed=1), digits, max_rounds=1)
     assert not torch.equal(entropy.labeled_round == 0, other_seed.labeled_round == 0)

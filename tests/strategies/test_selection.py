@@ -23,7 +23,9 @@ def test_top_b_breaks_ties_by_pool_index_and_merging_shard_lists_is_exact():
 def test_top_b_rejects_non_finite_scores():
     import pytest
 
-    with pytest.raises(FloatingPointError, match="pool indices \\[7\\]"):
+    from experiments.errors import DivergedError
+
+    with pytest.raises(DivergedError, match="pool indices \\[7\\]: the model has diverged"):
         top_b(ShardResult(np.array([3, 7]), np.array([1.0, np.nan])), 1)
 
 
