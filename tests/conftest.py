@@ -28,16 +28,21 @@ def cifar10_subset_root() -> Path:
     return CIFAR10_SUBSET
 
 
-def tiny_spec(strategy: str = "random", seed: int = 0, **train_overrides) -> TrialSpec:
-    """A digits trial of 4 rounds with 3 epochs each: seconds, yet every code path of a real trial."""
-    train = resolve_train(DEFAULTS["digits"].train, {"epochs": 3, **train_overrides})
+def trial_spec(dataset: str, model: str, regime: RegimeSpec, strategy: str, seed: int, **train_overrides) -> TrialSpec:
+    """A test trial: the dataset's reference training settings with the given overrides."""
     return TrialSpec(
         experiment="tests",
-        dataset=DatasetSpec(name="digits"),
-        model="small_cnn",
-        regime_name="tiny",
-        regime=RegimeSpec(initial=10, query=10, subset=100, budget=40),
+        dataset=DatasetSpec(name=dataset),
+        model=model,
+        regime_name="test",
+        regime=regime,
         strategy=strategy,
         seed=seed,
-        train=train,
+        train=resolve_train(DEFAULTS[dataset].train, train_overrides),
     )
+
+
+def tiny_spec(strategy: str = "random", seed: int = 0, **train_overrides) -> TrialSpec:
+    """A digits trial of 4 rounds with 3 epochs each: seconds, yet every code path of a real trial."""
+    regime = RegimeSpec(initial=10, query=10, subset=100, budget=40)
+    return trial_spec("digits", "small_cnn", regime, strategy, seed, **{"epochs": 3, **train_overrides})

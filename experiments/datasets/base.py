@@ -42,6 +42,28 @@ class Dataset:
         if len(self.train_images) != len(self.train_labels) or len(self.test_images) != len(self.test_labels):
             raise ValueError(f"{self.name}: images and labels differ in length")
 
+    @classmethod
+    def from_arrays(
+        cls,
+        name: str,
+        train: tuple[np.ndarray, np.ndarray],
+        test: tuple[np.ndarray, np.ndarray],
+        class_names: tuple[str, ...],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> Dataset:
+        """From numpy (images uint8 [N, C, H, W], labels int64 [N]) pairs, as the official-format readers produce."""
+        return cls(
+            name,
+            torch.from_numpy(train[0]),
+            torch.from_numpy(train[1]),
+            torch.from_numpy(test[0]),
+            torch.from_numpy(test[1]),
+            class_names,
+            mean,
+            std,
+        )
+
     @property
     def n_classes(self) -> int:
         return len(self.class_names)

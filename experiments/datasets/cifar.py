@@ -6,7 +6,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from experiments.datasets.base import Dataset, missing_dataset, torchvision_available
 
@@ -53,18 +52,9 @@ def load_cifar10(root: Path) -> Dataset:
     how = _how_to_get("CIFAR10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", root)
     train_files = [f"data_batch_{i}" for i in range(1, 6)]
     _require(folder, [*train_files, "test_batch"], "cifar10", how)
-    x_train, y_train = _read_batches(folder, train_files, "labels")
-    x_test, y_test = _read_batches(folder, ["test_batch"], "labels")
-    return Dataset(
-        name="cifar10",
-        train_images=torch.from_numpy(x_train),
-        train_labels=torch.from_numpy(y_train),
-        test_images=torch.from_numpy(x_test),
-        test_labels=torch.from_numpy(y_test),
-        class_names=_class_names(folder / "batches.meta", "label_names", 10),
-        mean=CIFAR10_MEAN,
-        std=CIFAR10_STD,
-    )
+    train, test = _read_batches(folder, train_files, "labels"), _read_batches(folder, ["test_batch"], "labels")
+    names = _class_names(folder / "batches.meta", "label_names", 10)
+    return Dataset.from_arrays("cifar10", train, test, names, CIFAR10_MEAN, CIFAR10_STD)
 
 
 def load_cifar100(root: Path) -> Dataset:
@@ -72,15 +62,6 @@ def load_cifar100(root: Path) -> Dataset:
     folder = root / CIFAR100_DIR
     how = _how_to_get("CIFAR100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", root)
     _require(folder, ["train", "test"], "cifar100", how)
-    x_train, y_train = _read_batches(folder, ["train"], "fine_labels")
-    x_test, y_test = _read_batches(folder, ["test"], "fine_labels")
-    return Dataset(
-        name="cifar100",
-        train_images=torch.from_numpy(x_train),
-        train_labels=torch.from_numpy(y_train),
-        test_images=torch.from_numpy(x_test),
-        test_labels=torch.from_numpy(y_test),
-        class_names=_class_names(folder / "meta", "fine_label_names", 100),
-        mean=CIFAR100_MEAN,
-        std=CIFAR100_STD,
-    )
+    train, test = _read_batches(folder, ["train"], "fine_labels"), _read_batches(folder, ["test"], "fine_labels")
+    names = _class_names(folder / "meta", "fine_label_names", 100)
+    return Dataset.from_arrays("cifar100", train, test, names, CIFAR100_MEAN, CIFAR100_STD)

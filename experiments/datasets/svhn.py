@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from experiments.datasets.base import Dataset, missing_dataset, torchvision_available
 
@@ -36,15 +35,5 @@ def load_svhn(root: Path) -> Dataset:
             f"into {root / 'svhn'}."
         )
         raise missing_dataset("svhn", candidates, f"files {FILES[0]} and {FILES[1]}", how)
-    x_train, y_train = _read(folder / FILES[0])
-    x_test, y_test = _read(folder / FILES[1])
-    return Dataset(
-        name="svhn",
-        train_images=torch.from_numpy(x_train),
-        train_labels=torch.from_numpy(y_train),
-        test_images=torch.from_numpy(x_test),
-        test_labels=torch.from_numpy(y_test),
-        class_names=tuple(str(d) for d in range(10)),
-        mean=SVHN_MEAN,
-        std=SVHN_STD,
-    )
+    names = tuple(str(d) for d in range(10))
+    return Dataset.from_arrays("svhn", _read(folder / FILES[0]), _read(folder / FILES[1]), names, SVHN_MEAN, SVHN_STD)

@@ -9,7 +9,7 @@ import torch
 from experiments.errors import ConfigError
 from orchestrator.checkpoint import load_state, save_state
 from orchestrator.trial import run_trial
-from tests.conftest import tiny_spec
+from tests.conftest import tiny_spec, trial_spec
 
 
 def _deterministic(state):
@@ -84,21 +84,12 @@ def test_a_subset_larger_than_the_unlabeled_pool_scores_all_of_it(digits):
 @pytest.mark.slow
 def test_lplgrad_and_random_on_the_real_cifar10_subset(cifar10_subset_root):
     from experiments.datasets import load_dataset
-    from experiments.defaults import DEFAULTS, resolve_train
-    from experiments.specs import DatasetSpec, RegimeSpec, TrialSpec
+    from experiments.specs import RegimeSpec
 
     data = load_dataset("cifar10", cifar10_subset_root)
     for strategy in ("lplgrad", "random"):
-        spec = TrialSpec(
-            experiment="tests",
-            dataset=DatasetSpec(name="cifar10"),
-            model="small_cnn",
-            regime_name="mini",
-            regime=RegimeSpec(initial=200, query=100, subset=600, budget=400),
-            strategy=strategy,
-            seed=0,
-            train=resolve_train(DEFAULTS["cifar10"].train, {"epochs": 8, "batch_size": 64}),
-        )
+        regime = RegimeSpec(initial=200, query=100, subset=600, budget=400)
+        spec = trial_spec("cifar10", "small_cnn", regime, strategy, 0, epochs=8, batch_size=64)
         state = run_trial(spec, data)
         accuracies = [r.test_accuracy for r in state.records]
         assert len(accuracies) == 3, accuracies
