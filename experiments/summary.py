@@ -6,12 +6,15 @@ import pandas as pd
 
 
 def accuracy_table(rounds: pd.DataFrame) -> pd.DataFrame:
-    """Rows: (dataset, regime, strategy); columns: labeled counts; cells 'mean ± std' in % over seeds."""
+    """Rows: (dataset, regime, strategy); columns: labeled counts; cells 'mean ± std' in % over seeds.
+
+    A cell of a single seed shows its mean alone: its standard deviation is undefined, not zero.
+    """
     grouped = rounds.groupby(["dataset", "regime", "strategy", "n_labeled"])["test_accuracy"]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
     stats["cell"] = [
-        f"{100 * m:.1f} ± {0.0 if pd.isna(s) else 100 * s:.1f}"
-        for m, s in zip(stats["mean"], stats["std"], strict=True)
+        f"{100 * m:.1f}" if n < 2 else f"{100 * m:.1f} ± {100 * s:.1f}"
+        for m, s, n in zip(stats["mean"], stats["std"], stats["count"], strict=True)
     ]
     table = stats.pivot(index=["dataset", "regime", "strategy"], columns="n_labeled", values="cell")
     table.columns = [str(c) for c in table.columns]
@@ -30,6 +33,9 @@ def format_accuracy_tables(rounds: pd.DataFrame) -> str:
         table = table.reindex(list(order.index) + [s for s in table.index if s not in order.index])
         seeds = part.groupby("strategy")["seed"].nunique()
         n_seeds = str(seeds.min()) if seeds.min() == seeds.max() else f"{seeds.min()} to {seeds.max()}"
-        header = f"{dataset} / {regime}: test accuracy %, mean ± std over {n_seeds} seeds; columns: labeled images"
+        plural = "" if seeds.max() == 1 else "s"
+        header = (
+            f"{dataset} / {regime}: test accuracy %, mean ± std over {n_seeds} seed{plural}; columns: labeled images"
+        )
         blocks.append(header + "\n" + table.to_string())
     return "\n\n".join(blocks)
