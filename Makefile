@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/albench run experiments/grids/demo.yaml --results $(RESULTS) --progress trials
+	$(VENV)/bin/albench run experiments/grids/demo.yaml --results $(RESULTS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

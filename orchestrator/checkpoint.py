@@ -1,56 +1,103 @@
-"""Saving and loading a TrialState: atomic writes, safe loads, and clear errors for corrupt or foreign files."""
+"""Trial checkpoints: a directory with `state.pt` (weights, labeling history) and `records.json` (every round).
+
+The records are kept apart from the weights so the driver can project them into the result sinks without
+loading the model. Writes are atomic; loads are weights-only (no code runs) and fail with a message that
+says what to delete. A checkpoint is addressed by a URI that pyarrow understands (a local path, s3://...),
+so the driver and the workers of a cluster can read the same one from shared storage.
+"""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import shutil
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import torch
 
 from experiments.errors import CheckpointError
 from orchestrator.records import RoundRecord, TrialState
 
 FORMAT_VERSION = 1
+STATE_FILE, RECORDS_FILE = "state.pt", "records.json"
 
 
-def save_state(state: TrialState, path: str | os.PathLike) -> None:
-    """Writes to a temporary file beside `path`, then renames: a crash leaves the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_checkpoint_dir(state: TrialState, directory: str | os.PathLike) -> None:
+    """Writes the two files of a checkpoint into `directory` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT_VERSION,
         "trial_id": state.trial_id,
         "labeled_round": state.labeled_round,
         "backbone": state.backbone,
         "loss_module": state.loss_module,
-        "records": [r.to_dict() for r in state.records],
-        "extra": dict(state.extra),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    torch.save(payload, directory / STATE_FILE)
+    records = {"trial_id": state.trial_id, "records": [r.to_dict() for r in state.records], "extra": state.extra}
+    (directory / RECORDS_FILE).write_text(json.dumps(records))
 
 
-def load_state(path: str | os.PathLike, trial_id: str) -> TrialState:
-    """Reads a checkpoint written by save_state for trial `trial_id` (weights-only unpickling: no code runs)."""
-    path = Path(path)
+def save_checkpoint(state: TrialState, directory: str | os.PathLike) -> None:
+    """write_checkpoint_dir into a sibling temporary folder, then rename: a crash leaves no half checkpoint."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_checkpoint_dir(state, tmp)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+
+
+def _open(uri: str) -> tuple[pafs.FileSystem, str]:
+    return pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+
+
+def checkpoint_exists(uri: str) -> bool:
+    """Whether a checkpoint directory is there at all (a deleted one restarts its trial; a broken one is an error)."""
+    filesystem, path = _open(uri)
+    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _read(uri: str, name: str) -> bytes:
+    filesystem, path = _open(uri)
+    with filesystem.open_input_stream(f"{path.rstrip('/')}/{name}") as stream:
+        return stream.read()
+
+
+def _corrupt(uri: str, error: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {uri} is corrupt or unreadable ({type(error).__name__}: {error}); delete that folder to rerun "
+        "the trial from its first round (the rounds already in the results stay until they are rewritten)"
+    )
+
+
+def read_records(uri: str, trial_id: str) -> tuple[list[RoundRecord], dict[str, str]]:
+    """The records and extras of a checkpoint, without its weights (what the result sinks need)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        data = json.loads(_read(uri, RECORDS_FILE))
+        records = [RoundRecord.from_dict(r) for r in data["records"]]
+    except Exception as error:
+        raise _corrupt(uri, error) from error
+    if data["trial_id"] != trial_id:
+        raise CheckpointError(f"checkpoint {uri} belongs to trial {data['trial_id']}, not {trial_id}; remove it")
+    return records, dict(data.get("extra", {}))
+
+
+def load_checkpoint(uri: str, trial_id: str) -> TrialState:
+    """The full TrialState of a checkpoint directory."""
+    records, extra = read_records(uri, trial_id)
+    try:
+        payload = torch.load(io.BytesIO(_read(uri, STATE_FILE)), map_location="cpu", weights_only=True)
         if payload.get("format") != FORMAT_VERSION:
             raise ValueError(f"format {payload.get('format')!r}, expected {FORMAT_VERSION}")
         state = TrialState(
-            trial_id=payload["trial_id"],
-            labeled_round=payload["labeled_round"],
-            backbone=payload["backbone"],
-            loss_module=payload["loss_module"],
-            records=[RoundRecord.from_dict(r) for r in payload["records"]],
-            extra=dict(payload["extra"]),
+            payload["trial_id"], payload["labeled_round"], payload["backbone"], payload["loss_module"], records, extra
         )
-    except Exception as error:  # any unreadable content is the same user-facing problem
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}: {error}); delete it to rerun "
-            "that trial from its first round (its finished rounds in the results stay as they are)"
-        ) from error
+    except Exception as error:
+        raise _corrupt(uri, error) from error
     if state.trial_id != trial_id:
-        raise CheckpointError(f"checkpoint {path} belongs to trial {state.trial_id}, not {trial_id}; remove or move it")
+        raise CheckpointError(f"checkpoint {uri} belongs to trial {state.trial_id}, not {trial_id}; remove it")
     return state

@@ -1,17 +1,16 @@
-"""The `albench` command: run a grid, print its results table, list what is available."""
+"""The `albench` command: run a grid (on Ray, or in this process), show its status, print its table."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import sys
+import time
 from pathlib import Path
 
 from experiments.errors import AlbenchError
 
-
-def _default_results(grid_name: str) -> Path:
-    return Path("results") / grid_name
+say = functools.partial(print, flush=True)  # progress reaches a log file or a pipe as it happens
 
 
 def _device(choice: str) -> str:
@@ -24,31 +23,84 @@ def _device(choice: str) -> str:
     return choice
 
 
+def _sinks(results: Path, tracking_uri: str | None, experiment: str):
+    from orchestrator.sinks import Sinks
+
+    if tracking_uri == "none":
+        return Sinks(results, None), None
+    from orchestrator.tracking import Tracker, default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(results)
+    results.mkdir(parents=True, exist_ok=True)
+    return Sinks(results, Tracker(uri, experiment, results)), uri
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from experiments.grid import load_grid
     from experiments.summary import format_accuracy_tables
-    from orchestrator.local import run_grid_locally
     from orchestrator.results import read_rounds
 
     grid = load_grid(args.grid)
-    results = Path(args.results) if args.results else _default_results(grid.name)
-    print(f"grid '{grid.name}': {len(grid.trials())} trials; results in {results}")
-    outcomes = run_grid_locally(
-        grid,
-        results,
-        data_root=args.data_root,
-        device=_device(args.device),
-        report=functools.partial(print, flush=True),  # progress reaches a log file or pipe as it happens
-        round_progress=args.progress == "rounds",
-    )
+    results = Path(args.results) if args.results else Path("results") / grid.name
+    start = time.perf_counter()
+    sinks, uri = _sinks(results, args.tracking_uri, grid.name)  # the store exists before any trial starts
+    say(f"grid '{grid.name}': {len(grid.trials())} trials; results in {results}")
+    if args.in_process:
+        from orchestrator.local import run_grid_locally
+
+        entries = run_grid_locally(
+            grid,
+            results,
+            sinks,
+            data_root=args.data_root,
+            device=_device(args.device),
+            report=say,
+            round_progress=args.progress == "rounds",
+        )
+    else:
+        from orchestrator.ray_runner import run_grid_on_ray
+
+        entries = run_grid_on_ray(
+            grid,
+            results,
+            sinks,
+            address=args.address,
+            data_root=args.data_root,
+            max_failures=args.max_failures,
+            storage_path=args.storage_path,
+            report=say,
+        )
     rounds = read_rounds(results)
-    print()
-    print(format_accuracy_tables(rounds[rounds["experiment"] == grid.name]))
-    print(f"\nParquet rows: pandas.read_parquet('{results / 'rounds'}')")
-    failed = [o for o in outcomes if o.status == "failed"]
+    say(f"\n{format_accuracy_tables(rounds[rounds['experiment'] == grid.name])}")
+    say(f"\nwall time {time.perf_counter() - start:.1f} s; Parquet: pandas.read_parquet('{results / 'rounds'}')")
+    if uri and uri.startswith("sqlite:"):
+        say(f"MLflow UI: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+    elif uri:
+        say(f"MLflow: experiment '{grid.name}' at {uri}")
+    failed = [e for e in entries if e.status == "failed"]
+    unfinished = [e for e in entries if e.status in ("pending", "running")]
     if failed:
-        lines = "\n  ".join(f"{o.spec.label} (trial {o.spec.trial_id}): {o.error}" for o in failed)
-        raise AlbenchError(f"{len(failed)} of {len(outcomes)} trials failed; the others completed:\n  {lines}")
+        lines = "\n  ".join(f"{e.label} (trial {e.trial_id}): {e.error}" for e in failed)
+        raise AlbenchError(f"{len(failed)} of {len(entries)} trials failed; the others completed:\n  {lines}")
+    if unfinished:
+        raise AlbenchError(f"{len(unfinished)} trials are unfinished; run the same command again to resume them")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from orchestrator.ledger import read_all
+
+    entries = read_all(Path(args.results))
+    if not entries:
+        raise AlbenchError(f"no trials in {args.results} (expected {Path(args.results) / 'trials'}/*.json)")
+    order = {"running": 0, "failed": 1, "pending": 2, "done": 3}
+    say(f"{'status':8} {'rounds':>7}  {'trial':16}  label")
+    for e in sorted(entries, key=lambda e: (order.get(e.status, 9), e.label)):
+        say(
+            f"{e.status:8} {e.rounds_done:>3}/{e.n_rounds:<3}  {e.trial_id:16}  {e.label}"
+            + (f"  -- {e.error}" if e.error else "")
+        )
+    counts = {s: sum(e.status == s for e in entries) for s in order}
+    say(", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {sum(e.rounds_done for e in entries)} rounds done")
 
 
 def cmd_table(args: argparse.Namespace) -> None:
@@ -58,7 +110,7 @@ def cmd_table(args: argparse.Namespace) -> None:
     results = Path(args.results)
     if not (results / "rounds").is_dir():
         raise AlbenchError(f"no results in {results} (expected {results / 'rounds'}/*.parquet); run a grid first")
-    print(format_accuracy_tables(read_rounds(results)))
+    say(format_accuracy_tables(read_rounds(results)))
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -66,9 +118,9 @@ def cmd_list(args: argparse.Namespace) -> None:
     from models import MODEL_NAMES
     from strategies import STRATEGY_NAMES
 
-    print("strategies:", ", ".join(STRATEGY_NAMES))
-    print("datasets:  ", ", ".join(DATASET_NAMES))
-    print("models:    ", ", ".join(MODEL_NAMES))
+    say("strategies:", ", ".join(STRATEGY_NAMES))
+    say("datasets:  ", ", ".join(DATASET_NAMES))
+    say("models:    ", ", ".join(MODEL_NAMES))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,14 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a grid's pending trials (resumes where it stopped)")
     run.add_argument("grid", help="grid YAML file")
     run.add_argument("--results", help="results folder (default: results/<grid name>)")
+    run.add_argument("--address", help="Ray cluster to join (e.g. auto, or HEAD_IP:6379); default: a local instance")
+    run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its last round")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results folder; 'none': off)")
+    run.add_argument("--storage-path", help="Tune checkpoint storage shared by all nodes (default: RESULTS/tune)")
     run.add_argument("--data-root", help="data root (default: the grid's data_root, $ALBENCH_DATA_ROOT, ~/data)")
-    run.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device (default: auto)"
-    )
-    run.add_argument(
-        "--progress", default="rounds", choices=["rounds", "trials"], help="print a line per round or per trial"
-    )
+    run.add_argument("--in-process", action="store_true", help="run the trials one by one in this process, no Ray")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="with --in-process")
+    run.add_argument("--progress", default="rounds", choices=["rounds", "trials"], help="with --in-process")
     run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="list the trials of a results folder: done, running, failed, pending")
+    status.add_argument("--results", required=True)
+    status.set_defaults(func=cmd_status)
     table = sub.add_parser("table", help="print the mean ± std accuracy table of a results folder")
     table.add_argument("--results", required=True)
     table.set_defaults(func=cmd_table)

@@ -1,128 +1,102 @@
-"""Runs a grid's pending trials one after another in this process, resuming from checkpoints.
+"""Runs a grid's pending trials one after another in this process (no Ray): `albench run --in-process`.
 
-Per trial: skip it if its Parquet file holds every round; else continue from its checkpoint (catching the
-Parquet sink up first, so a crash between checkpoint and write loses nothing) and, after every round,
-checkpoint, then write the round's row. Rerunning the same command after an interruption finishes only
-what is missing.
+The same ledger, checkpoints and sinks as the Ray orchestrator, so the two can resume each other's work;
+useful for debugging and on a machine without Ray.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.datasets import Dataset, load_dataset
+import torch
+
 from experiments.errors import DivergedError
 from experiments.grid import Grid
-from experiments.specs import TrialSpec
-from orchestrator.checkpoint import load_state, save_state
-from orchestrator.provenance import device_name, git_sha
+from orchestrator.checkpoint import load_checkpoint, save_checkpoint
+from orchestrator.inputs import dataset_key, load_datasets, save_splits
+from orchestrator.ledger import TrialEntry, write_entry
+from orchestrator.plan import Planned, plan
+from orchestrator.provenance import device_name
 from orchestrator.records import TrialState
-from orchestrator.results import rounds_done, rows_of, write_rounds
-from orchestrator.trial import check_budget_fits, run_trial
+from orchestrator.sinks import Sinks
+from orchestrator.trial import run_trial, trial_threads
 
 CHECKPOINTS_DIR = "checkpoints"
 
 
-@dataclass(frozen=True)
-class TrialOutcome:
-    spec: TrialSpec
-    status: str  # 'done' (ran now), 'skipped' (already complete), 'failed' (diverged; see error)
-    rounds: int
-    seconds: float
-    error: str = ""
-
-
-def checkpoint_path(results: Path, trial_id: str) -> Path:
-    return results / CHECKPOINTS_DIR / f"{trial_id}.pt"
-
-
-def load_datasets(specs: list[TrialSpec], data_root: str | None) -> dict[str, Dataset]:
-    """Each distinct dataset once; fails before any trial starts if data is missing or a budget cannot fit."""
-    datasets: dict[str, Dataset] = {}
-    for spec in specs:
-        key = spec.dataset.model_dump_json()
-        if key not in datasets:
-            datasets[key] = load_dataset(spec.dataset, data_root)
-        check_budget_fits(spec, datasets[key])
-    return datasets
-
-
-def save_splits(results: Path, datasets: dict[str, Dataset]) -> None:
-    """Stores the file lists of seeded splits with the run, so a result says exactly which images were tested."""
-    for key, dataset in datasets.items():
-        if dataset.split:
-            path = results / "splits" / f"{dataset.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"dataset": json.loads(key), **dataset.split}))
-
-
-def run_one(
-    spec: TrialSpec, dataset: Dataset, results: Path, device: str, report: Callable[[str], None] = print
-) -> TrialState:
-    """Runs or resumes one trial, checkpointing and writing Parquet after every round."""
-    path, sha = checkpoint_path(results, spec.trial_id), git_sha()
-    state = load_state(path, spec.trial_id) if path.exists() else None
-    hardware = device_name(device)
+def run_planned(item: Planned, dataset, results: Path, sinks: Sinks, device: str, report: Callable[[str], None]):
+    """Runs one trial from its ledger checkpoint; after every round: checkpoint, ledger, then the sinks."""
+    spec, entry = item.spec, item.entry
+    state = load_checkpoint(entry.checkpoint, spec.trial_id) if entry.checkpoint else None
     if state is not None:
-        hardware = state.extra.get("device", hardware)
-        write_rounds(results, rows_of(spec, state.records, sha, hardware))  # catch the sink up
         report(f"    resuming from its checkpoint after round {state.rounds_done}")
+    hardware = device_name(device)
+    folder = results / CHECKPOINTS_DIR / spec.trial_id
 
     def on_round(current: TrialState) -> None:
-        current.extra.setdefault("device", hardware)
-        save_state(current, path)
-        write_rounds(results, rows_of(spec, current.records[-1:], sha, hardware))
+        current.extra.update(device=hardware, mlflow_run_id=entry.mlflow_run_id or "")
+        save_checkpoint(current, folder)
+        entry.checkpoint, entry.rounds_done = str(folder.resolve()), current.rounds_done
+        write_entry(results, entry)
+        sinks.project(spec, entry, current.records, hardware)
         r = current.records[-1]
         report(
-            f"    round {r.round + 1}/{len(spec.regime.labeled_counts)}: {r.n_labeled} labeled, accuracy "
+            f"    round {r.round + 1}/{entry.n_rounds}: {r.n_labeled} labeled, accuracy "
             f"{r.test_accuracy:.3f} (train {r.train_seconds:.1f} s, query {r.query_seconds:.1f} s)"
         )
 
+    sinks.set_status(entry, "running")
     return run_trial(spec, dataset, device=device, state=state, on_round=on_round)
 
 
 def run_grid_locally(
     grid: Grid,
     results: str | Path,
+    sinks: Sinks,
     *,
     data_root: str | None = None,
     device: str = "cpu",
     report: Callable[[str], None] = print,
     round_progress: bool = True,
-) -> list[TrialOutcome]:
-    """Runs every pending trial of the grid; a line per trial (and per round with round_progress)."""
+) -> list[TrialEntry]:
+    """Runs every pending trial; a diverging trial fails alone (its finished rounds stay) and the grid goes on."""
     results = Path(results)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(trial_threads(grid.resources.cpus_per_trial))  # as a Ray worker of this grid would
+    try:
+        return _run_all(grid, results, sinks, data_root, device, report, round_progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_all(grid, results, sinks, data_root, device, report, round_progress) -> list[TrialEntry]:
     specs = grid.trials()
     datasets = load_datasets(specs, data_root or grid.data_root)
     save_splits(results, datasets)
-    outcomes = []
-    for i, spec in enumerate(specs, 1):
-        n_rounds = len(spec.regime.labeled_counts)
-        if rounds_done(results, spec.trial_id) >= n_rounds:
-            outcomes.append(TrialOutcome(spec, "skipped", n_rounds, 0.0))
-            report(f"[{i}/{len(specs)}] {spec.label}: complete, skipped")
+    planned = plan(specs, results, sinks, report)
+    quiet = lambda line: None  # noqa: E731
+    for i, item in enumerate(planned, 1):
+        prefix = f"[{i}/{len(planned)}] {item.spec.label}"
+        if item.complete:
+            report(f"{prefix}: complete, skipped")
             continue
+        if round_progress:
+            report(f"{prefix}: running")
         start = time.perf_counter()
         try:
-            if round_progress:
-                report(f"[{i}/{len(specs)}] {spec.label}: running")
-            quiet = lambda line: None  # noqa: E731
-            dataset = datasets[spec.dataset.model_dump_json()]
-            state = run_one(spec, dataset, results, device, report if round_progress else quiet)
-        except DivergedError as error:  # this trial's problem alone: its finished rounds stay, the grid goes on
-            outcomes.append(TrialOutcome(spec, "failed", rounds_done(results, spec.trial_id), 0.0, str(error)))
-            report(f"[{i}/{len(specs)}] {spec.label}: FAILED: {error}")
+            state = run_planned(
+                item, datasets[dataset_key(item.spec)], results, sinks, device, report if round_progress else quiet
+            )
+        except DivergedError as error:
+            sinks.set_status(item.entry, "failed", str(error))
+            report(f"{prefix}: FAILED: {error}")
             continue
-        seconds = time.perf_counter() - start
-        outcomes.append(TrialOutcome(spec, "done", state.rounds_done, seconds))
+        sinks.set_status(item.entry, "done")
         last = state.records[-1]
         report(
-            f"[{i}/{len(specs)}] {spec.label}: {state.rounds_done} rounds, "
-            f"accuracy {last.test_accuracy:.3f} at {last.n_labeled} labels ({seconds:.1f} s)"
+            f"{prefix}: {state.rounds_done} rounds, accuracy {last.test_accuracy:.3f} at {last.n_labeled} labels "
+            f"({time.perf_counter() - start:.1f} s)"
         )
-    return outcomes
+    return [item.entry for item in planned]

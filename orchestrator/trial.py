@@ -149,6 +149,12 @@ def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> R
     )
 
 
+def trial_threads(cpus_per_trial: float) -> int:
+    """Torch's CPU thread count for a trial. It changes the order of floating-point sums, so every runner sets
+    it from the grid's cpus_per_trial: on CPU, a trial gives bit-identical records wherever it runs."""
+    return max(1, int(cpus_per_trial))
+
+
 def _cpu_state(module: torch.nn.Module | None) -> dict[str, torch.Tensor] | None:
     return None if module is None else {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 

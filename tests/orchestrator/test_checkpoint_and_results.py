@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from experiments.errors import CheckpointError
-from orchestrator.checkpoint import load_state, save_state
+from orchestrator.checkpoint import load_checkpoint, read_records, save_checkpoint
 from orchestrator.results import read_rounds, rounds_done, rows_of, write_rounds
 from orchestrator.trial import run_trial
 from tests.conftest import tiny_spec
@@ -18,16 +19,32 @@ def finished(digits):
     return spec, run_trial(spec, digits)
 
 
+def test_a_checkpoint_round_trips_and_keeps_its_records_apart_from_the_weights(finished, tmp_path):
+    spec, state = finished
+    save_checkpoint(state, tmp_path / "checkpoint")
+    save_checkpoint(state, tmp_path / "checkpoint")  # replacing an existing one
+    loaded = load_checkpoint(str(tmp_path / "checkpoint"), spec.trial_id)
+    assert loaded.records == state.records and all(
+        torch.equal(loaded.backbone[k], v) for k, v in state.backbone.items()
+    )
+    records, _ = read_records(str(tmp_path / "checkpoint"), spec.trial_id)
+    assert records == state.records
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary folders left behind"
+
+
 def test_corrupt_and_foreign_checkpoints_raise_errors_that_say_what_to_do(finished, tmp_path):
     spec, state = finished
-    path = tmp_path / "state.pt"
-    save_state(state, path)
+    folder = tmp_path / "checkpoint"
+    save_checkpoint(state, folder)
     with pytest.raises(CheckpointError, match="belongs to trial .* not other"):
-        load_state(path, "other")
-    path.write_bytes(path.read_bytes()[:1000])  # truncated, as after a crash of a non-atomic writer
-    with pytest.raises(CheckpointError, match="corrupt or unreadable.*delete it to rerun"):
-        load_state(path, spec.trial_id)
-    assert not list(tmp_path.glob(".*tmp*")), "no temporary files left behind"
+        load_checkpoint(str(folder), "other")
+    weights = folder / "state.pt"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated, as after a crash of a non-atomic writer
+    with pytest.raises(CheckpointError, match="corrupt or unreadable.*delete that folder"):
+        load_checkpoint(str(folder), spec.trial_id)
+    (folder / "records.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+        read_records(str(folder), spec.trial_id)
 
 
 def test_parquet_upsert_is_idempotent_and_unique_on_trial_and_round(finished, tmp_path):

@@ -1,8 +1,9 @@
-"""The `albench` command as a user runs it: a real process, real files, a real kill -9 in the middle."""
+"""The `albench` command as a user runs it: real processes, real files, a real kill -9 of the driver."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.results import read_rounds
+from orchestrator.ledger import read_all
+from orchestrator.results import read_rounds, trial_file
 
 GRID = """
 name: cli-test
@@ -21,18 +23,16 @@ regimes:
   tiny: {initial: 10, query: 10, subset: 100, budget: 50}
 strategies: [random, lplgrad]
 seeds: [0, 1]
-train: {epochs: 6}
+train: {epochs: 8}
+resources: {gpus_per_trial: 0, cpus_per_trial: 1, scoring_shards: 1}
 """
+
+ENV = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # each command starts its own local Ray
 
 
 def albench(*args, **kwargs):
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kwargs,
-    )
+    command = [sys.executable, "-m", "orchestrator.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, env=ENV, **kwargs)
 
 
 @pytest.fixture
@@ -43,45 +43,73 @@ def grid_file(tmp_path) -> Path:
 
 
 def _records(results: Path) -> pd.DataFrame:
-    frame = read_rounds(results)
     columns = ["trial_id", "round", "n_labeled", "test_accuracy", "train_loss", "selected"]
-    frame = frame[columns].sort_values(["trial_id", "round"]).reset_index(drop=True)
+    frame = read_rounds(results)[columns].sort_values(["trial_id", "round"]).reset_index(drop=True)
     frame["selected"] = frame["selected"].map(list)
     return frame
 
 
+def _mlflow(results: Path) -> dict[str, tuple[str, list[int]]]:
+    from orchestrator.tracking import Tracker, default_tracking_uri
+
+    tracker = Tracker(default_tracking_uri(results), "cli-test", results)
+    return {
+        r.data.tags["trial_id"]: (
+            r.info.status,
+            [m.step for m in tracker.client.get_metric_history(r.info.run_id, "test_accuracy")],
+        )
+        for r in tracker.client.search_runs([tracker.experiment_id])
+    }
+
+
 @pytest.mark.slow
-def test_kill_9_mid_grid_then_rerun_completes_with_exactly_the_uninterrupted_records(grid_file, tmp_path):
-    reference = albench("run", str(grid_file), "--results", str(tmp_path / "reference"))
+@pytest.mark.ray
+def test_kill_9_of_the_driver_mid_grid_then_the_same_command_completes_exactly(grid_file, tmp_path):
+    reference = albench("run", str(grid_file), "--results", str(tmp_path / "reference"), "--in-process")
     assert reference.returncode == 0, reference.stderr
-    assert "test accuracy %, mean ± std over 2 seeds" in reference.stdout
 
     results = tmp_path / "killed"
-    process = subprocess.Popen(
+    driver = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", "run", str(grid_file), "--results", str(results)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=ENV,
+        start_new_session=True,
     )
     deadline = time.time() + 300
-    while time.time() < deadline and len(list((results / "rounds").glob("*.parquet"))) < 2:
-        time.sleep(0.05)  # kill once the second trial has written a round: it is mid-trial
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    interrupted = read_rounds(results)
-    assert 0 < len(interrupted) < 20, "killed mid-grid"
+    while time.time() < deadline and not (
+        len(read_rounds(results)) >= 6 and any(e.status == "running" for e in read_all(results))
+    ):
+        time.sleep(0.1)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    time.sleep(1)
+    os.killpg(driver.pid, signal.SIGKILL)  # the local Ray daemons the killed driver had started
+    rows_before = len(read_rounds(results))
+    assert 0 < rows_before < 20, "killed mid-grid"
+
+    status = albench("status", "--results", str(results))
+    assert "running" in status.stdout and "rounds done" in status.stdout
 
     resumed = albench("run", str(grid_file), "--results", str(results))
     assert resumed.returncode == 0, resumed.stderr
-    assert "complete, skipped" in resumed.stdout  # the finished trial is not rerun
-    after = _records(results)
-    assert len(after) == 4 * 5 and not after.duplicated(["trial_id", "round"]).any()
-    pd.testing.assert_frame_equal(after, _records(tmp_path / "reference"))
+    after = read_rounds(results)
+    assert len(after) == 20 and not after.duplicated(["trial_id", "round"]).any()
+    pd.testing.assert_frame_equal(_records(results), _records(tmp_path / "reference"))
+    runs = _mlflow(results)
+    assert len(runs) == 4 and all(run == ("FINISHED", [10, 20, 30, 40, 50]) for run in runs.values())
+    assert "mlflow ui --backend-store-uri sqlite:///" in resumed.stdout
 
     again = albench("run", str(grid_file), "--results", str(results))
-    assert again.stdout.count("complete, skipped") == 4 and len(read_rounds(results)) == 20
+    assert "4 of 4 trials already complete; 0 to run" in again.stdout and len(read_rounds(results)) == 20
+    assert (
+        albench("status", "--results", str(results))
+        .stdout.strip()
+        .endswith("0 running, 0 failed, 0 pending, 4 done; 20 rounds done")
+    )
 
 
-def test_user_errors_print_one_line_without_a_traceback(tmp_path):
+def test_user_errors_print_one_message_without_a_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(GRID.replace("lplgrad", "lplgard"))
     done = albench("run", str(bad), "--results", str(tmp_path / "r"))
@@ -100,52 +128,53 @@ def test_user_errors_print_one_line_without_a_traceback(tmp_path):
     assert not (tmp_path / "r" / "rounds").exists(), "nothing ran"
 
 
-def test_a_corrupt_checkpoint_stops_the_run_with_the_fix_and_keeps_finished_rows(grid_file, tmp_path):
+def test_a_corrupt_checkpoint_stops_the_run_with_the_fix_and_a_deleted_one_restarts_its_trial(grid_file, tmp_path):
     results = tmp_path / "r"
     grid_file.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("[random, lplgrad]", "[random]"))
-    assert albench("run", str(grid_file), "--results", str(results)).returncode == 0
-    rows = len(read_rounds(results))
-    (results / "rounds" / next((results / "rounds").glob("*.parquet")).name).unlink()  # make the trial pending again
-    checkpoint = next((results / "checkpoints").glob("*.pt"))
-    checkpoint.write_bytes(b"not a checkpoint")
-    done = albench("run", str(grid_file), "--results", str(results))
-    assert done.returncode == 2 and "is corrupt or unreadable" in done.stderr and "delete it" in done.stderr
-    checkpoint.unlink()
-    assert albench("run", str(grid_file), "--results", str(results)).returncode == 0
-    assert len(read_rounds(results)) == rows
-
-
-def test_table_and_list_commands(tmp_path):
-    done = albench("table", "--results", str(tmp_path))
-    assert done.returncode == 2 and "no results in" in done.stderr
-    listing = albench("list")
-    assert "lplgrad" in listing.stdout and "cifar100" in listing.stdout and "resnet18" in listing.stdout
+    assert albench("run", str(grid_file), "--results", str(results), "--in-process").returncode == 0
+    before = _records(results)
+    (entry,) = read_all(results)
+    trial_file(results, entry.trial_id).unlink()  # its rows must come back from the checkpoint...
+    Path(entry.checkpoint, "records.json").write_text("{broken")  # ...which is broken
+    done = albench("run", str(grid_file), "--results", str(results), "--in-process")
+    assert done.returncode == 2 and "is corrupt or unreadable" in done.stderr and "delete that folder" in done.stderr
+    shutil.rmtree(entry.checkpoint)
+    done = albench("run", str(grid_file), "--results", str(results), "--in-process")
+    assert done.returncode == 0 and "the trial restarts from round 1" in done.stdout
+    pd.testing.assert_frame_equal(_records(results), before)
 
 
 def test_a_crash_between_checkpoint_and_parquet_write_is_caught_up_without_retraining(grid_file, tmp_path):
-    from orchestrator.results import trial_file
-
     grid_file.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("[random, lplgrad]", "[random]"))
     results = tmp_path / "r"
-    assert albench("run", str(grid_file), "--results", str(results)).returncode == 0
+    assert albench("run", str(grid_file), "--results", str(results), "--in-process").returncode == 0
     before = read_rounds(results)
-    trial_id = before["trial_id"].iloc[0]
-    trial_file(results, trial_id).unlink()  # the checkpoint holds all 5 rounds, the sink none
-    done = albench("run", str(grid_file), "--results", str(results))
+    trial_file(results, before["trial_id"].iloc[0]).unlink()  # the checkpoint holds all 5 rounds, the sink none
+    done = albench("run", str(grid_file), "--results", str(results), "--in-process")
     assert done.returncode == 0, done.stderr
-    after = read_rounds(results)
     # identical timings prove the rows were re-projected from the checkpoint, not recomputed
-    pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
+    pd.testing.assert_frame_equal(read_rounds(results).reset_index(drop=True), before.reset_index(drop=True))
 
 
-def test_a_diverging_trial_fails_alone_and_the_grid_goes_on(tmp_path):
+@pytest.mark.ray
+def test_a_diverging_trial_fails_alone_without_retries_and_status_shows_why(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(
-        GRID.replace("train: {epochs: 6}", "train: {epochs: 2, lr: 1.0e+12}").replace("seeds: [0, 1]", "seeds: [0]")
+        GRID.replace("train: {epochs: 8}", "train: {epochs: 2, lr: 1.0e+12}").replace("seeds: [0, 1]", "seeds: [0]")
     )
     done = albench("run", str(grid), "--results", str(tmp_path / "r"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert (
         "2 of 2 trials failed" in done.stderr and "training diverged" in done.stderr and "Lower train.lr" in done.stderr
     )
-    assert done.stdout.count("FAILED") == 2
+    assert "retrying" not in done.stdout, "a deterministic error is not retried"
+    status = albench("status", "--results", str(tmp_path / "r"))
+    assert status.stdout.count("failed     0/5") == 2 and "DivergedError: training diverged" in status.stdout
+
+
+def test_table_list_and_status_on_empty_folders(tmp_path):
+    done = albench("table", "--results", str(tmp_path))
+    assert done.returncode == 2 and "no results in" in done.stderr
+    assert albench("status", "--results", str(tmp_path)).returncode == 2
+    listing = albench("list")
+    assert "lplgrad" in listing.stdout and "cifar100" in listing.stdout and "resnet18" in listing.stdout

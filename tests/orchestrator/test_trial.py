@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from experiments.errors import ConfigError
-from orchestrator.checkpoint import load_state, save_state
+from orchestrator.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.trial import run_trial
 from tests.conftest import tiny_spec, trial_spec
 
@@ -53,8 +53,8 @@ def test_a_trial_resumed_from_a_checkpoint_ends_exactly_like_an_uninterrupted_on
     spec = tiny_spec(strategy, augment=True, crop_padding=1)
     uninterrupted = run_trial(spec, digits)
     partial = run_trial(spec, digits, max_rounds=2)
-    save_state(partial, tmp_path / "state.pt")
-    resumed = run_trial(spec, digits, state=load_state(tmp_path / "state.pt", spec.trial_id))
+    save_checkpoint(partial, tmp_path / "checkpoint")
+    resumed = run_trial(spec, digits, state=load_checkpoint(str(tmp_path / "checkpoint"), spec.trial_id))
     assert _deterministic(resumed) == _deterministic(uninterrupted)
     assert torch.equal(resumed.labeled_round, uninterrupted.labeled_round)
     assert all(torch.equal(resumed.backbone[k], uninterrupted.backbone[k]) for k in resumed.backbone)

@@ -1,0 +1,45 @@
+"""A live one-line view of a running grid: trials by status, rounds, elapsed time and an ETA."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from orchestrator.ledger import TrialEntry
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class Progress:
+    """Counts come from the ledger entries; the ETA extrapolates the rounds completed in this run."""
+
+    def __init__(self, entries: list[TrialEntry], report: Callable[[str], None], interval_s: float = 10.0) -> None:
+        self.entries = entries
+        self.report = report
+        self.interval_s = interval_s
+        self.start = time.monotonic()
+        self.rounds_at_start = sum(e.rounds_done for e in entries)
+        self.last_print = 0.0
+
+    def line(self) -> str:
+        counts = {s: sum(e.status == s for e in self.entries) for s in ("done", "running", "failed", "pending")}
+        rounds = sum(e.rounds_done for e in self.entries)
+        total = sum(e.n_rounds for e in self.entries)
+        elapsed = time.monotonic() - self.start
+        new = rounds - self.rounds_at_start
+        remaining = sum(e.n_rounds - e.rounds_done for e in self.entries if e.status in ("running", "pending"))
+        eta = _duration(elapsed / new * remaining) if new else "?"
+        return (
+            f"[{_duration(elapsed)}] trials: {counts['done']} done, {counts['running']} running, "
+            f"{counts['failed']} failed, {counts['pending']} pending | rounds {rounds}/{total} | ETA {eta}"
+        )
+
+    def maybe_print(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_print >= self.interval_s:
+            self.last_print = now
+            self.report(self.line())

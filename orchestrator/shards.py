@@ -1,0 +1,105 @@
+"""Sharded pool scoring inside a trial's placement group: shard 0 in the trial's own process, the rest on actors.
+
+Each actor receives the trial's train images once, through the object store, when it is created; per round
+it receives only the weights (one object shared by all actors), its shard's pool indices and the strategy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+import torch
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from experiments.specs import TrialSpec
+from models import LossPredictionModule, build_model, tap_channels
+from models.augment import Normalizer
+from strategies import Strategy
+from strategies.base import ScoringInputs, ShardResult
+
+
+def local_device() -> str:
+    """The GPU Ray gave this process (CUDA_VISIBLE_DEVICES holds only it), else the CPU."""
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+@ray.remote
+class ScoringShard:
+    """Holds the pool images and a copy of the trial's networks; scores the shards it is sent."""
+
+    def __init__(self, spec_json: str, images: torch.Tensor, normalize: Normalizer, n_classes: int) -> None:
+        spec = TrialSpec.model_validate_json(spec_json)
+        self.device = local_device()
+        self.images = images.to(self.device)
+        image_shape = tuple(images.shape[1:])
+        self.backbone = build_model(spec.model, n_classes, image_shape[0]).to(self.device)
+        self.loss_module = LossPredictionModule(tap_channels(self.backbone, image_shape)).to(self.device)
+        self.normalize = normalize
+
+    def score(self, strategy: Strategy, weights: tuple, pool_indices: np.ndarray, options: dict, b: int) -> ShardResult:
+        backbone_state, module_state = weights
+        self.backbone.load_state_dict(backbone_state)
+        loss_module = None
+        if module_state is not None:
+            self.loss_module.load_state_dict(module_state)
+            loss_module = self.loss_module
+        inputs = ScoringInputs(
+            self.backbone,
+            loss_module,
+            self.images[torch.as_tensor(pool_indices)],
+            pool_indices,
+            self.normalize,
+            **options,
+        )
+        return strategy.reduce(strategy.score(inputs), b)
+
+
+def _cpu(module: torch.nn.Module | None) -> dict | None:
+    return None if module is None else {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+class ShardPool:
+    """A ShardMapper backed by actors in bundles 1..k-1 of the trial's placement group."""
+
+    def __init__(
+        self,
+        spec: TrialSpec,
+        images: torch.Tensor,
+        normalize: Normalizer,
+        n_classes: int,
+        n_shards: int,
+        bundle: dict[str, float],
+    ) -> None:
+        group = ray.util.get_current_placement_group()
+        images_ref = ray.put(images)  # once per trial, shared by every shard actor
+        self.actors = [
+            ScoringShard.options(
+                num_cpus=bundle.get("CPU", 0),
+                num_gpus=bundle.get("GPU", 0),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
+                if group is not None
+                else None,
+            ).remote(spec.model_dump_json(), images_ref, normalize, n_classes)
+            for i in range(1, n_shards)
+        ]
+
+    def __call__(self, strategy: Strategy, shards: list[ScoringInputs], b: int) -> list[ShardResult]:
+        weights = ray.put((_cpu(shards[0].backbone), _cpu(shards[0].loss_module)))
+        futures = [
+            actor.score.remote(strategy, weights, shard.pool_indices, _options(shard), b)
+            for actor, shard in zip(self.actors, shards[1:], strict=False)
+        ]
+        local = strategy.reduce(strategy.score(shards[0]), b)  # shard 0 overlaps with the remote ones
+        return [local, *ray.get(futures)]
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+def _options(shard: ScoringInputs) -> dict:
+    return {
+        "batch_size": shard.batch_size,
+        "selection_key": shard.selection_key,
+        "augment_padding": shard.augment_padding,
+    }

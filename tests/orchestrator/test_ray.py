@@ -1,0 +1,187 @@
+"""The orchestrator on a real Ray cluster: Tune trials as actors, fake GPUs, two nodes and a lost one,
+sharded scoring, MLflow in SQLite and on a real tracking server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from experiments.grid import parse_grid
+from orchestrator.checkpoint import read_records
+from orchestrator.ledger import read_all
+from orchestrator.local import run_grid_locally
+from orchestrator.ray_runner import run_grid_on_ray
+from orchestrator.results import read_rounds
+from orchestrator.sinks import Sinks
+from orchestrator.tracking import Tracker, default_tracking_uri
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def grid_of(name, strategies=("random", "lplgrad"), seeds=(0,), epochs=4, **resources):
+    return parse_grid(
+        {
+            "name": name,
+            "datasets": ["digits"],
+            "regimes": {"tiny": {"initial": 10, "query": 10, "subset": 100, "budget": 50}},
+            "strategies": list(strategies),
+            "seeds": list(seeds),
+            "train": {"epochs": epochs},
+            "resources": {"gpus_per_trial": 0, "cpus_per_trial": 1, "scoring_shards": 1, **resources},
+        }
+    )
+
+
+def on_ray(grid, results, tracking_uri=None, **options):
+    sinks = Sinks(results, Tracker(tracking_uri or default_tracking_uri(results), grid.name, results))
+    return run_grid_on_ray(grid, results, sinks, report=lambda line: None, **options)
+
+
+def in_process(grid, results):
+    return run_grid_locally(grid, results, Sinks(results, None), report=lambda line: None, round_progress=False)
+
+
+def records(results) -> pd.DataFrame:
+    frame = read_rounds(results)[["trial_id", "round", "n_labeled", "test_accuracy", "train_loss", "selected"]]
+    frame = frame.sort_values(["trial_id", "round"]).reset_index(drop=True)
+    frame["selected"] = frame["selected"].map(list)
+    return frame
+
+
+def mlflow_points(results, tracking_uri, experiment) -> dict[str, tuple[str, list[int]]]:
+    """trial_id -> (run status, steps of test_accuracy) for every run of the experiment."""
+    tracker = Tracker(tracking_uri or default_tracking_uri(results), experiment, results)
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    return {
+        r.data.tags["trial_id"]: (
+            r.info.status,
+            [m.step for m in tracker.client.get_metric_history(r.info.run_id, "test_accuracy")],
+        )
+        for r in runs
+    }
+
+
+def test_a_grid_on_ray_matches_the_in_process_run_and_fills_both_sinks_once(node_with_2_cpus, tmp_path):
+    grid = grid_of("ray-basic", seeds=(0, 1))
+    entries = on_ray(grid, tmp_path / "ray")
+    in_process(grid, tmp_path / "local")
+    assert {e.status for e in entries} == {"done"}
+    pd.testing.assert_frame_equal(records(tmp_path / "ray"), records(tmp_path / "local"))
+    points = mlflow_points(tmp_path / "ray", None, grid.name)
+    assert len(points) == 4 and all(p == ("FINISHED", [10, 20, 30, 40, 50]) for p in points.values())
+
+    # adding a seed runs only the new trials; the finished ones keep their rows, runs and points
+    more = grid_of("ray-basic", seeds=(0, 1, 2))
+    before = read_rounds(tmp_path / "ray")
+    on_ray(more, tmp_path / "ray")
+    after = read_rounds(tmp_path / "ray")
+    assert len(after) == 30 and not after.duplicated(["trial_id", "round"]).any()
+    kept = after[after["trial_id"].isin(before["trial_id"])].sort_values(["trial_id", "round"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, before.sort_values(["trial_id", "round"]).reset_index(drop=True))
+    assert len(mlflow_points(tmp_path / "ray", None, grid.name)) == 6
+
+
+def test_four_trials_run_at_once_each_seeing_only_its_own_gpu(node_with_4_cpus_4_fake_gpus, tmp_path):
+    grid = grid_of("fake-gpus", strategies=("random", "entropy"), seeds=(0, 1), epochs=12, gpus_per_trial=1)
+    on_ray(grid, tmp_path)
+    extras = [read_records(e.checkpoint, e.trial_id)[1] for e in read_all(tmp_path)]
+    assert sorted(e["gpu_ids"] for e in extras) == ["0", "1", "2", "3"]
+    assert all(e["cuda_visible_devices"] == e["gpu_ids"] for e in extras)
+    starts, ends = [float(e["started_at"]) for e in extras], [float(e["reported_at"]) for e in extras]
+    assert max(starts) < min(ends), "all four trials were running at the same time"
+
+
+def test_two_nodes_share_the_trials_and_a_grid_survives_losing_one(
+    two_nodes_with_2_cpus_each, ray_head_without_cpus, tmp_path
+):
+    grid = grid_of("lost-node", strategies=("random", "ent_gradnorm"), seeds=(0, 1), epochs=25)
+    doomed = two_nodes_with_2_cpus_each[1]
+    removed = threading.Event()
+
+    def remove_the_node_mid_trial():
+        deadline = time.time() + 120
+        while time.time() < deadline and not removed.is_set():
+            for entry in read_all(tmp_path):
+                if entry.nodes and entry.nodes[-1] == doomed.node_id and 0 < entry.rounds_done < entry.n_rounds:
+                    ray_head_without_cpus.remove_node(doomed)
+                    removed.set()
+                    return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=remove_the_node_mid_trial)
+    watcher.start()
+    entries = on_ray(grid, tmp_path, max_failures=3)
+    watcher.join()
+    assert removed.is_set(), "a trial ran on the second node and the node was removed mid-trial"
+    assert {e.status for e in entries} == {"done"}
+    nodes_used = {node for e in read_all(tmp_path) for node in e.nodes}
+    assert len(nodes_used) == 2, "trials spread over both nodes"
+    assert any(e.nodes[0] == doomed.node_id and len(e.nodes) > 1 for e in read_all(tmp_path)), "a trial moved"
+    in_process(grid, tmp_path / "reference")
+    pd.testing.assert_frame_equal(records(tmp_path), records(tmp_path / "reference"))
+    assert all(steps == [10, 20, 30, 40, 50] for _, steps in mlflow_points(tmp_path, None, grid.name).values())
+
+
+def test_scoring_in_two_shards_picks_exactly_what_one_shard_picks(node_with_2_cpus, tmp_path):
+    strategies = ("lplgrad", "coreset", "margin")
+    on_ray(grid_of("shards", strategies=strategies, scoring_shards=1), tmp_path / "one")
+    on_ray(grid_of("shards", strategies=strategies, scoring_shards=2), tmp_path / "two")
+    pd.testing.assert_frame_equal(records(tmp_path / "two"), records(tmp_path / "one"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server_on_loopback(tmp_path):
+    """A real `mlflow server` process on 127.0.0.1 with its own SQLite store."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--default-artifact-root",
+            str(tmp_path / "art"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("mlflow server did not start within 90 s")
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_results_reach_a_real_tracking_server(node_with_2_cpus, mlflow_server_on_loopback, tmp_path):
+    grid = grid_of("server", seeds=(0,))
+    on_ray(grid, tmp_path, tracking_uri=mlflow_server_on_loopback)
+    points = mlflow_points(tmp_path, mlflow_server_on_loopback, grid.name)
+    assert len(points) == 2 and all(p == ("FINISHED", [10, 20, 30, 40, 50]) for p in points.values())
+    assert not (tmp_path / "mlflow.db").exists(), "no SQLite store beside a tracking server"
