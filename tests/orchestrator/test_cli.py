@@ -15,6 +15,7 @@ import pytest
 
 from orchestrator.ledger import read_all
 from orchestrator.results import read_rounds, trial_file
+from tests.orchestrator.readers import mlflow_runs, records
 
 GRID = """
 name: cli-test
@@ -42,24 +43,15 @@ def grid_file(tmp_path) -> Path:
     return path
 
 
-def _records(results: Path) -> pd.DataFrame:
-    columns = ["trial_id", "round", "n_labeled", "test_accuracy", "train_loss", "selected"]
-    frame = read_rounds(results)[columns].sort_values(["trial_id", "round"]).reset_index(drop=True)
-    frame["selected"] = frame["selected"].map(list)
-    return frame
+def start_driver(grid_file: Path, results: Path, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "orchestrator.cli", "run", str(grid_file), "--results", str(results)]
+    return subprocess.Popen(command, env=ENV, **popen)
 
 
-def _mlflow(results: Path) -> dict[str, tuple[str, list[int]]]:
-    from orchestrator.tracking import Tracker, default_tracking_uri
-
-    tracker = Tracker(default_tracking_uri(results), "cli-test", results)
-    return {
-        r.data.tags["trial_id"]: (
-            r.info.status,
-            [m.step for m in tracker.client.get_metric_history(r.info.run_id, "test_accuracy")],
-        )
-        for r in tracker.client.search_runs([tracker.experiment_id])
-    }
+def wait_until(condition, timeout_s: float = 300) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and not condition():
+        time.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -69,18 +61,10 @@ def test_kill_9_of_the_driver_mid_grid_then_the_same_command_completes_exactly(g
     assert reference.returncode == 0, reference.stderr
 
     results = tmp_path / "killed"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(grid_file), "--results", str(results)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=ENV,
-        start_new_session=True,
+    driver = start_driver(
+        grid_file, results, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    deadline = time.time() + 300
-    while time.time() < deadline and not (
-        len(read_rounds(results)) >= 6 and any(e.status == "running" for e in read_all(results))
-    ):
-        time.sleep(0.1)
+    wait_until(lambda: len(read_rounds(results)) >= 6 and any(e.status == "running" for e in read_all(results)))
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     time.sleep(1)
@@ -95,8 +79,8 @@ def test_kill_9_of_the_driver_mid_grid_then_the_same_command_completes_exactly(g
     assert resumed.returncode == 0, resumed.stderr
     after = read_rounds(results)
     assert len(after) == 20 and not after.duplicated(["trial_id", "round"]).any()
-    pd.testing.assert_frame_equal(_records(results), _records(tmp_path / "reference"))
-    runs = _mlflow(results)
+    pd.testing.assert_frame_equal(records(results), records(tmp_path / "reference"))
+    runs = mlflow_runs(results, "cli-test")
     assert len(runs) == 4 and all(run == ("FINISHED", [10, 20, 30, 40, 50]) for run in runs.values())
     assert "mlflow ui --backend-store-uri sqlite:///" in resumed.stdout
 
@@ -107,6 +91,21 @@ def test_kill_9_of_the_driver_mid_grid_then_the_same_command_completes_exactly(g
         .stdout.strip()
         .endswith("0 running, 0 failed, 0 pending, 4 done; 20 rounds done")
     )
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ctrl_c_stops_the_grid_cleanly_and_the_same_command_finishes_it(grid_file, tmp_path):
+    results = tmp_path / "r"
+    driver = start_driver(grid_file, results, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: len(read_rounds(results)) >= 3)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 2 and "unfinished; run the same command again" in stderr
+    assert all(e.status in ("pending", "done") for e in read_all(results)), "nothing is left marked running"
+    assert albench("run", str(grid_file), "--results", str(results)).returncode == 0
+    frame = read_rounds(results)
+    assert len(frame) == 20 and not frame.duplicated(["trial_id", "round"]).any()
 
 
 def test_user_errors_print_one_message_without_a_traceback(tmp_path):
@@ -132,7 +131,7 @@ def test_a_corrupt_checkpoint_stops_the_run_with_the_fix_and_a_deleted_one_resta
     results = tmp_path / "r"
     grid_file.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("[random, lplgrad]", "[random]"))
     assert albench("run", str(grid_file), "--results", str(results), "--in-process").returncode == 0
-    before = _records(results)
+    before = records(results)
     (entry,) = read_all(results)
     trial_file(results, entry.trial_id).unlink()  # its rows must come back from the checkpoint...
     Path(entry.checkpoint, "records.json").write_text("{broken")  # ...which is broken
@@ -141,7 +140,7 @@ def test_a_corrupt_checkpoint_stops_the_run_with_the_fix_and_a_deleted_one_resta
     shutil.rmtree(entry.checkpoint)
     done = albench("run", str(grid_file), "--results", str(results), "--in-process")
     assert done.returncode == 0 and "the trial restarts from round 1" in done.stdout
-    pd.testing.assert_frame_equal(_records(results), before)
+    pd.testing.assert_frame_equal(records(results), before)
 
 
 def test_a_crash_between_checkpoint_and_parquet_write_is_caught_up_without_retraining(grid_file, tmp_path):
@@ -170,6 +169,7 @@ def test_a_diverging_trial_fails_alone_without_retries_and_status_shows_why(tmp_
     assert "retrying" not in done.stdout, "a deterministic error is not retried"
     status = albench("status", "--results", str(tmp_path / "r"))
     assert status.stdout.count("failed     0/5") == 2 and "DivergedError: training diverged" in status.stdout
+    assert {run[0] for run in mlflow_runs(tmp_path / "r", "cli-test").values()} == {"FAILED"}
 
 
 def test_table_list_and_status_on_empty_folders(tmp_path):

@@ -20,6 +20,7 @@ from orchestrator.ray_runner import run_grid_on_ray
 from orchestrator.results import read_rounds
 from orchestrator.sinks import Sinks
 from orchestrator.tracking import Tracker, default_tracking_uri
+from tests.orchestrator.readers import mlflow_runs, records
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -47,33 +48,13 @@ def in_process(grid, results):
     return run_grid_locally(grid, results, Sinks(results, None), report=lambda line: None, round_progress=False)
 
 
-def records(results) -> pd.DataFrame:
-    frame = read_rounds(results)[["trial_id", "round", "n_labeled", "test_accuracy", "train_loss", "selected"]]
-    frame = frame.sort_values(["trial_id", "round"]).reset_index(drop=True)
-    frame["selected"] = frame["selected"].map(list)
-    return frame
-
-
-def mlflow_points(results, tracking_uri, experiment) -> dict[str, tuple[str, list[int]]]:
-    """trial_id -> (run status, steps of test_accuracy) for every run of the experiment."""
-    tracker = Tracker(tracking_uri or default_tracking_uri(results), experiment, results)
-    runs = tracker.client.search_runs([tracker.experiment_id])
-    return {
-        r.data.tags["trial_id"]: (
-            r.info.status,
-            [m.step for m in tracker.client.get_metric_history(r.info.run_id, "test_accuracy")],
-        )
-        for r in runs
-    }
-
-
 def test_a_grid_on_ray_matches_the_in_process_run_and_fills_both_sinks_once(node_with_2_cpus, tmp_path):
     grid = grid_of("ray-basic", seeds=(0, 1))
     entries = on_ray(grid, tmp_path / "ray")
     in_process(grid, tmp_path / "local")
     assert {e.status for e in entries} == {"done"}
     pd.testing.assert_frame_equal(records(tmp_path / "ray"), records(tmp_path / "local"))
-    points = mlflow_points(tmp_path / "ray", None, grid.name)
+    points = mlflow_runs(tmp_path / "ray", grid.name)
     assert len(points) == 4 and all(p == ("FINISHED", [10, 20, 30, 40, 50]) for p in points.values())
 
     # adding a seed runs only the new trials; the finished ones keep their rows, runs and points
@@ -84,7 +65,7 @@ def test_a_grid_on_ray_matches_the_in_process_run_and_fills_both_sinks_once(node
     assert len(after) == 30 and not after.duplicated(["trial_id", "round"]).any()
     kept = after[after["trial_id"].isin(before["trial_id"])].sort_values(["trial_id", "round"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, before.sort_values(["trial_id", "round"]).reset_index(drop=True))
-    assert len(mlflow_points(tmp_path / "ray", None, grid.name)) == 6
+    assert len(mlflow_runs(tmp_path / "ray", grid.name)) == 6
 
 
 def test_four_trials_run_at_once_each_seeing_only_its_own_gpu(node_with_4_cpus_4_fake_gpus, tmp_path):
@@ -125,7 +106,7 @@ def test_two_nodes_share_the_trials_and_a_grid_survives_losing_one(
     assert any(e.nodes[0] == doomed.node_id and len(e.nodes) > 1 for e in read_all(tmp_path)), "a trial moved"
     in_process(grid, tmp_path / "reference")
     pd.testing.assert_frame_equal(records(tmp_path), records(tmp_path / "reference"))
-    assert all(steps == [10, 20, 30, 40, 50] for _, steps in mlflow_points(tmp_path, None, grid.name).values())
+    assert all(steps == [10, 20, 30, 40, 50] for _, steps in mlflow_runs(tmp_path, grid.name).values())
 
 
 def test_scoring_in_two_shards_picks_exactly_what_one_shard_picks(node_with_2_cpus, tmp_path):
@@ -182,6 +163,6 @@ def mlflow_server_on_loopback(tmp_path):
 def test_results_reach_a_real_tracking_server(node_with_2_cpus, mlflow_server_on_loopback, tmp_path):
     grid = grid_of("server", seeds=(0,))
     on_ray(grid, tmp_path, tracking_uri=mlflow_server_on_loopback)
-    points = mlflow_points(tmp_path, mlflow_server_on_loopback, grid.name)
+    points = mlflow_runs(tmp_path, grid.name, mlflow_server_on_loopback)
     assert len(points) == 2 and all(p == ("FINISHED", [10, 20, 30, 40, 50]) for p in points.values())
     assert not (tmp_path / "mlflow.db").exists(), "no SQLite store beside a tracking server"
