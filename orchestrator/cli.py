@@ -113,6 +113,26 @@ def cmd_table(args: argparse.Namespace) -> None:
     say(format_accuracy_tables(read_rounds(results)))
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from experiments.report import build_report
+
+    try:
+        at = [int(n) for n in args.at.split(",")] if args.at else None
+    except ValueError:
+        raise AlbenchError(
+            f"--at takes labeled counts separated by commas (e.g. 3000,6000,9000), got {args.at!r}"
+        ) from None
+    out = Path(args.out) if args.out else Path(args.results) / "report"
+    report = build_report(args.results, out, at=at, per_class=args.per_class)
+    say(report.tables[0].display.to_string())
+    if report.missing:
+        say(f"\npartial results: {len(report.missing)} trials unfinished or not started (listed in the report)")
+    say(
+        f"\nwrote {len(report.tables)} tables (md, tex, csv) and {len(report.figures)} figure files to {out}; "
+        f"open {out / 'index.html'}"
+    )
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from experiments.datasets import DATASET_NAMES
     from models import MODEL_NAMES
@@ -144,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="print the mean ± std accuracy table of a results folder")
     table.add_argument("--results", required=True)
     table.set_defaults(func=cmd_table)
+    report = sub.add_parser(
+        "report", help="tables (md, csv, tex), figures (png, svg) and index.html of a results folder"
+    )
+    report.add_argument("--results", required=True)
+    report.add_argument("--out", help="output folder (default: RESULTS/report)")
+    report.add_argument("--at", help="labeled counts for the accuracy table, e.g. 3000,6000,9000 (default: all)")
+    report.add_argument("--per-class", help="strategy of the per-class accuracy figure (default: lplgrad)")
+    report.set_defaults(func=cmd_report)
     sub.add_parser("list", help="list strategies, datasets and models").set_defaults(func=cmd_list)
     return parser
 
