@@ -24,6 +24,8 @@ def _cells(table: Table) -> tuple[list[str], list[list[str]], list[list[bool]]]:
 
 
 def to_markdown(table: Table) -> str:
+    if table.display.empty:  # nothing to tabulate: the notes say why
+        return "\n".join([f"### {table.title}", ""] + [f"- {note}" for note in table.notes]) + "\n"
     header, rows, marks = _cells(table)
     lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, mark in zip(rows, marks, strict=True):
@@ -47,6 +49,8 @@ def _latex_escape(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
+    if table.display.empty:
+        return "".join(f"% {note}\n" for note in table.notes)
     header, rows, marks = _cells(table)
     lines = [
         r"\begin{tabular}{" + "l" * len(header) + "}",
@@ -63,6 +67,9 @@ def to_latex(table: Table) -> str:
 
 
 def to_html(table: Table) -> str:
+    if table.display.empty:
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.notes)
+        return f"<h3>{html.escape(table.title)}</h3><ul>{notes}</ul>"
     header, rows, marks = _cells(table)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
     body = "".join(

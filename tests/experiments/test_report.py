@@ -95,6 +95,7 @@ def test_ablation_cost_and_paper_tables(results, tmp_path):
     assert cell(cost, "lplgrad", "digits query s") == "1.5 ± 0.0"
     assert "digits: measured on cpu: test" in cost.notes
     assert tables["paper"].display.empty and "none of these results" in tables["paper"].notes[0]
+    assert "| index |" not in (tmp_path / "out" / "paper.md").read_text()
 
 
 def test_paper_numbers_appear_beside_ours_in_a_matching_setting(tmp_path):
