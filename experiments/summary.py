@@ -1,8 +1,11 @@
-"""The mean +- std accuracy table over seeds (the form of the paper's Table III), from Parquet rows."""
+"""The compact mean ± std accuracy table printed at the end of a run and by `albench table` (the full,
+formatted tables are `albench report`'s)."""
 
 from __future__ import annotations
 
 import pandas as pd
+
+from experiments.report.tables import mean_std
 
 
 def accuracy_table(rounds: pd.DataFrame) -> pd.DataFrame:
@@ -12,10 +15,7 @@ def accuracy_table(rounds: pd.DataFrame) -> pd.DataFrame:
     """
     grouped = rounds.groupby(["dataset", "regime", "strategy", "n_labeled"])["test_accuracy"]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
-    stats["cell"] = [
-        f"{100 * m:.1f}" if n < 2 else f"{100 * m:.1f} ± {100 * s:.1f}"
-        for m, s, n in zip(stats["mean"], stats["std"], stats["count"], strict=True)
-    ]
+    stats["cell"] = [mean_std(m, s, n) for m, s, n in zip(stats["mean"], stats["std"], stats["count"], strict=True)]
     table = stats.pivot(index=["dataset", "regime", "strategy"], columns="n_labeled", values="cell")
     table.columns = [str(c) for c in table.columns]
     return table.fillna("")
