@@ -36,7 +36,8 @@ def query(
     """Exactly b unique unlabeled pool indices; the same for any n_shards."""
     candidates = np.sort(strategy.candidates(subset, labeled))
     shards = [make_inputs(part) for part in np.array_split(candidates, n_shards) if len(part)]
-    picks = strategy.select(merge_shards(map_shards(strategy, shards, b)), b, labeled)
+    key = shards[0].selection_key if shards else 0
+    picks = strategy.select(merge_shards(map_shards(strategy, shards, b)), b, labeled, key)
     if (
         len(picks) != b
         or len(np.unique(picks)) != b

@@ -4,7 +4,7 @@ A round's query is, for any strategy:
 
     candidates = strategy.candidates(subset, labeled)          # global pool indices to map over
     partials   = [strategy.reduce(strategy.score(inputs_of(shard)), b) for shard in split(candidates)]
-    picks      = strategy.select(merge_shards(partials), b, labeled)
+    picks      = strategy.select(merge_shards(partials), b, labeled, selection_key)
 
 The engine never branches on the strategy's type. Only global pool indices cross these boundaries.
 """
@@ -52,12 +52,14 @@ class ShardResult:
     pool_indices: np.ndarray  # int64 [n]
     scores: np.ndarray | None = None  # float64 [n]
     features: np.ndarray | None = None  # float32 [n, d]
+    factor_split: int = 0  # features = [first factor | second factor] split at this column (BADGE: C | d)
 
     def take(self, positions: np.ndarray) -> ShardResult:
         return ShardResult(
             self.pool_indices[positions],
             None if self.scores is None else self.scores[positions],
             None if self.features is None else self.features[positions],
+            self.factor_split,
         )
 
 
@@ -68,6 +70,7 @@ def merge_shards(parts: list[ShardResult]) -> ShardResult:
         pool,
         None if parts[0].scores is None else np.concatenate([p.scores for p in parts]),
         None if parts[0].features is None else np.concatenate([p.features for p in parts]),
+        parts[0].factor_split,
     )
     return merged.take(np.argsort(pool, kind="stable"))
 
@@ -101,8 +104,8 @@ class Strategy(ABC):
         """Shrinks one shard's output before the merge without changing the selection (top-b for scores)."""
         return top_b(result, b)
 
-    def select(self, merged: ShardResult, b: int, labeled: np.ndarray) -> np.ndarray:
-        """Exactly b unique unlabeled pool indices, from the merged shard outputs."""
+    def select(self, merged: ShardResult, b: int, labeled: np.ndarray, selection_key: int = 0) -> np.ndarray:
+        """Exactly b unique unlabeled pool indices, from the merged shard outputs (`selection_key` seeds sampling)."""
         return top_b(merged, b).pool_indices
 
     def __repr__(self) -> str:

@@ -55,6 +55,6 @@ class CoresetStrategy(Strategy):
     def reduce(self, result: ShardResult, b: int) -> ShardResult:
         return result  # a global selection: every embedding is needed
 
-    def select(self, merged: ShardResult, b: int, labeled: np.ndarray) -> np.ndarray:
+    def select(self, merged: ShardResult, b: int, labeled: np.ndarray, selection_key: int = 0) -> np.ndarray:
         is_centre = np.isin(merged.pool_indices, labeled)
         return merged.pool_indices[k_center_greedy(merged.features, is_centre, b)]
