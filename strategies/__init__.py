@@ -7,6 +7,7 @@ from collections.abc import Callable
 from experiments.errors import ConfigError
 from experiments.specs import QuerySpec
 from strategies.badge import BadgeStrategy
+from strategies.bait import BaitStrategy
 from strategies.base import ScoringInputs, ShardResult, Strategy, merge_shards, top_b
 from strategies.coreset import CoresetStrategy
 from strategies.gradnorm_query import EntGradNormStrategy, ExpGradNormStrategy, LPLgradStrategy
@@ -20,6 +21,7 @@ STRATEGIES: dict[str, Callable[[QuerySpec], Strategy]] = {
     "least_confidence": lambda q: LeastConfidenceStrategy(),
     "coreset": lambda q: CoresetStrategy(),
     "badge": lambda q: BadgeStrategy(),
+    "bait": lambda q: BaitStrategy(),
     "learning_loss": lambda q: LearningLossStrategy(),
     "ent_gradnorm": lambda q: EntGradNormStrategy(q.gradnorm_aggregate),
     "exp_gradnorm": lambda q: ExpGradNormStrategy(q.gradnorm_aggregate, q.expected_top_k),

@@ -70,7 +70,7 @@ def test_unknown_strategy_names_the_field_value_and_known_set():
         parse_grid(_base(strategies=["random", "lplgard"]), "my.yaml")
     message = str(error.value)
     assert "my.yaml" in message and "strategies" in message and "'lplgard' is unknown" in message
-    assert "known: badge, coreset, ent_gradnorm, entropy" in message
+    assert "known: badge, bait, coreset, ent_gradnorm" in message
 
 
 @pytest.mark.parametrize(
