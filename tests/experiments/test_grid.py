@@ -107,5 +107,25 @@ def test_missing_fields_invalid_yaml_and_missing_file(tmp_path):
 def test_shipped_grids_validate():
     from tests.conftest import REPO
 
-    for path in sorted((REPO / "experiments" / "grids").glob("*.yaml")):
+    for path in sorted((REPO / "experiments" / "grids").rglob("*.yaml")):
         assert load_grid(path).trials(), path
+
+
+@pytest.mark.parametrize(
+    ("dataset", "high_rounds", "low_rounds"),
+    # Table II: rounds = (B - b) / b + 1, e.g. CIFAR-10 high 1k..10k = 10, CIFAR-100 high 2.5k..20k = 8
+    [("cifar10", 10, 10), ("cifar100", 8, 8), ("svhn", 10, 10), ("caltech101", 7, 7), ("cdd", 5, 5)],
+)
+def test_the_paper_grids_expand_to_every_strategy_seed_and_regime(dataset, high_rounds, low_rounds):
+    from strategies import STRATEGY_NAMES
+    from tests.conftest import REPO
+
+    grid = load_grid(REPO / "experiments" / "grids" / "paper" / f"{dataset}.yaml")
+    trials = grid.trials()
+    expected_strategies = set(STRATEGY_NAMES)
+    assert {t.strategy for t in trials} == expected_strategies, "every registered strategy"
+    assert len(trials) == 2 * len(expected_strategies) * 5
+    rounds = {t.regime_name: len(t.regime.labeled_counts) for t in trials}
+    assert rounds == {"high": high_rounds, "low": low_rounds}
+    assert {t.model for t in trials} == {"resnet18"} and {t.seed for t in trials} == {0, 1, 2, 3, 4}
+    assert all(t.regime.initial == t.regime.query for t in trials)  # the paper starts from b labeled images
