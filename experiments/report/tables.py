@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from experiments.errors import AlbenchError
 from experiments.report.data import GROUP, ReportData
 from experiments.report.paper import HIGH_BUDGET, TABLE_III, is_high_budget
 
@@ -62,6 +63,9 @@ def _grid_table(cells: pd.DataFrame, column: str, name: str, title: str, planned
 def accuracy_table(data: ReportData, at: list[int] | None = None) -> Table:
     """Paper Table III: strategies x (dataset, regime, labeled count), test accuracy % mean ± std over seeds."""
     rows = data.rounds if not at else data.rounds[data.rounds["n_labeled"].isin(at)]
+    if rows.empty:
+        available = ", ".join(str(n) for n in sorted(data.rounds["n_labeled"].unique()))
+        raise AlbenchError(f"--at {','.join(map(str, at))}: no results at those labeled counts; available: {available}")
     stats = rows.groupby([*GROUP, "n_labeled", "strategy"])["test_accuracy"].agg(["mean", "std", "count"]).reset_index()
     stats = stats.rename(columns={"count": "n"}).sort_values([*GROUP, "n_labeled"])
     stats["planned"] = [

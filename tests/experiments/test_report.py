@@ -62,6 +62,8 @@ def test_accuracy_table_cells_seeds_and_best(results, tmp_path):
     assert r"\textbf{95.0 $\pm$ 7.1}" in (tmp_path / "out" / "accuracy.tex").read_text()
     at = build_report(results, tmp_path / "at", at=[20]).tables[0]
     assert list(at.display.columns) == ["digits/test @20"]
+    with pytest.raises(AlbenchError, match="--at 999: no results at those labeled counts; available: 10, 20, 30"):
+        build_report(results, tmp_path / "none", at=[999])
 
 
 def test_aulc_ranks_and_paired_comparison(results, tmp_path):
