@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 
 class Frozen(BaseModel):
@@ -81,6 +81,10 @@ class QuerySpec(Frozen):
     expected_top_k: PositiveInt | None = None  # exp_gradnorm: sum over the k likeliest classes only
     score_augmented: bool = False  # score train-transform views (the LPLgrad SVHN script) instead of test views
     score_batch_size: PositiveInt = 256  # chunk size of scoring: bounds its peak memory
+    fisher_mask_size: PositiveInt | None = None  # fishermask: K entries; None = last-layer weight + 1,024
+    fisher_mask_whole_last_layer: bool = True  # fishermask: the mask always keeps the whole last-layer weight
+    fisher_mask_samples: PositiveInt = 1024  # fishermask: random pool points of the Fisher-diagonal estimate
+    fisher_lambda: PositiveFloat = 1.0  # fishermask: the greedy's ridge (the reference's lamb)
 
 
 class TrialSpec(Frozen):

@@ -37,6 +37,7 @@ def query(
     candidates = np.sort(strategy.candidates(subset, labeled))
     shards = [make_inputs(part) for part in np.array_split(candidates, n_shards) if len(part)]
     key = shards[0].selection_key if shards else 0
+    strategy = strategy.prepare(make_inputs, candidates, key)  # once, in this process: every shard sees the same
     picks = strategy.select(merge_shards(map_shards(strategy, shards, b)), b, labeled, key)
     if (
         len(picks) != b

@@ -10,6 +10,7 @@ from strategies.badge import BadgeStrategy
 from strategies.bait import BaitStrategy
 from strategies.base import ScoringInputs, ShardResult, Strategy, merge_shards, top_b
 from strategies.coreset import CoresetStrategy
+from strategies.fishermask import FisherMaskStrategy
 from strategies.gradnorm_query import EntGradNormStrategy, ExpGradNormStrategy, LPLgradStrategy
 from strategies.learning_loss import LearningLossStrategy
 from strategies.uncertainty import EntropyStrategy, LeastConfidenceStrategy, MarginStrategy, RandomStrategy
@@ -22,6 +23,9 @@ STRATEGIES: dict[str, Callable[[QuerySpec], Strategy]] = {
     "coreset": lambda q: CoresetStrategy(),
     "badge": lambda q: BadgeStrategy(),
     "bait": lambda q: BaitStrategy(),
+    "fishermask": lambda q: FisherMaskStrategy(
+        q.fisher_mask_size, q.fisher_mask_whole_last_layer, q.fisher_mask_samples, q.fisher_lambda
+    ),
     "learning_loss": lambda q: LearningLossStrategy(),
     "ent_gradnorm": lambda q: EntGradNormStrategy(q.gradnorm_aggregate),
     "exp_gradnorm": lambda q: ExpGradNormStrategy(q.gradnorm_aggregate, q.expected_top_k),

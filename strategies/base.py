@@ -3,6 +3,7 @@
 A round's query is, for any strategy:
 
     candidates = strategy.candidates(subset, labeled)          # global pool indices to map over
+    strategy   = strategy.prepare(make_inputs, candidates, key) # per-round state shared by all shards (a mask)
     partials   = [strategy.reduce(strategy.score(inputs_of(shard)), b) for shard in split(candidates)]
     picks      = strategy.select(merge_shards(partials), b, labeled, selection_key)
 
@@ -12,6 +13,7 @@ The engine never branches on the strategy's type. Only global pool indices cross
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -95,6 +97,12 @@ class Strategy(ABC):
     def candidates(self, subset: np.ndarray, labeled: np.ndarray) -> np.ndarray:
         """The pool indices the map runs over: the random unlabeled subset, by default."""
         return subset
+
+    def prepare(
+        self, make_inputs: Callable[[np.ndarray], ScoringInputs], candidates: np.ndarray, selection_key: int
+    ) -> Strategy:
+        """This round's strategy, before the map: state every shard must share (FisherMask's mask). Default: self."""
+        return self
 
     @abstractmethod
     def score(self, inputs: ScoringInputs) -> ShardResult:
