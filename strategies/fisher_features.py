@@ -154,20 +154,20 @@ def fisher_diagonal(model: nn.Module, images: torch.Tensor, chunk_size: int = 64
     return {key: totals[key].reshape(shape) for key, shape in shapes.items() if key in totals}
 
 
+def _masked_chunk(model: nn.Module, x: torch.Tensor, mask: Mask) -> torch.Tensor:
+    """V [B, C, K] for one chunk: each class's backward fills one row per sample."""
+    rows: list[dict[str, torch.Tensor]] = []
+
+    def on_layer(name, module, a, g) -> None:
+        with torch.no_grad():
+            rows[-1].update(masked_per_sample_grads(module, a, g, mask, name))
+
+    _per_class_backwards(model, x, on_layer, False, on_class=lambda c: rows.append({}))
+    return torch.stack([torch.cat([row[key] for key in mask], 1) for row in rows], 1)
+
+
 def masked_log_prob_grads(model: nn.Module, images: torch.Tensor, mask: Mask, chunk_size: int = 64) -> torch.Tensor:
     """V [N, C, K]: d log p_c(x_n) / d theta at the masked coordinates, in `mask`'s key order then index order."""
-    order = list(mask)
-    chunks = []
     with _eval_mode(model), torch.enable_grad():
-        for start in range(0, len(images), chunk_size):
-            rows: list[dict[str, torch.Tensor]] = []
-
-            def on_layer(name, module, a, g) -> None:
-                with torch.no_grad():
-                    rows[-1].update(masked_per_sample_grads(module, a, g, mask, name))
-
-            _per_class_backwards(
-                model, images[start : start + chunk_size], on_layer, False, on_class=lambda c: rows.append({})
-            )
-            chunks.append(torch.stack([torch.cat([row[key] for key in order], 1) for row in rows], 1))
+        chunks = [_masked_chunk(model, images[i : i + chunk_size], mask) for i in range(0, len(images), chunk_size)]
     return torch.cat(chunks) if chunks else images.new_zeros((0, 0, sum(len(v) for v in mask.values())))

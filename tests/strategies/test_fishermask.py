@@ -81,8 +81,10 @@ def test_mask_keeps_the_whole_last_weight_plus_the_top_fisher_entries_elsewhere(
     assert last == "linear.weight"
     mask = build_mask(fisher, last, fisher[last].numel() + 10)
     assert mask[last].tolist() == list(range(fisher[last].numel()))
-    others = sorted(((v.item(), k, i) for k, t in fisher.items() if k != last for i, v in enumerate(t.flatten())),
-                    key=lambda r: -r[0])[:10]
+    others = sorted(
+        ((v.item(), k, i) for k, t in fisher.items() if k != last for i, v in enumerate(t.flatten())),
+        key=lambda r: -r[0],
+    )[:10]
     assert sorted((k, i) for _, k, i in others) == sorted((k, int(i)) for k in mask if k != last for i in mask[k])
 
 
