@@ -133,6 +133,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    from experiments.cost import format_cost
+    from experiments.grid import load_grid
+
+    say(format_cost(load_grid(args.grid), args.train_ips))
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from experiments.datasets import DATASET_NAMES
     from models import MODEL_NAMES
@@ -172,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--at", help="labeled counts for the accuracy table, e.g. 3000,6000,9000 (default: all)")
     report.add_argument("--per-class", help="strategy of the per-class accuracy figure (default: lplgrad)")
     report.set_defaults(func=cmd_report)
+    plan = sub.add_parser("plan", help="what a grid costs before it runs: trials, rounds, images trained and scored")
+    plan.add_argument("grid", help="grid YAML file")
+    plan.add_argument("--train-ips", type=float, help="measured training images/s on the target device: adds hours")
+    plan.set_defaults(func=cmd_plan)
     sub.add_parser("list", help="list strategies, datasets and models").set_defaults(func=cmd_list)
     return parser
 

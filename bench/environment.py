@@ -1,0 +1,37 @@
+"""The header every committed bench table carries: when, on what machine, with which versions."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine_header(threads: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (
+        f"date {datetime.date.today().isoformat()}; cpu {cpu} ({os.cpu_count()} cores, torch threads {threads}); "
+        f"gpu {gpu}; python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}"
+    )
+
+
+def write_result(name: str, text: str) -> Path:
+    """bench/results/<name>.md, overwritten: the table of the latest run, committed with the code it measured."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    path.write_text(text)
+    return path

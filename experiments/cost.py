@@ -1,0 +1,63 @@
+"""What a grid costs before it runs: trials, rounds, images trained and images scored, per strategy.
+
+Counts come from the specs alone (no data is read), so `albench plan` works on a laptop for a cluster grid.
+With a measured training throughput (images/s on the target GPU) it turns the training work into hours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from experiments.grid import Grid
+from strategies import build_strategy
+
+
+@dataclass
+class StrategyCost:
+    strategy: str
+    trials: int = 0
+    rounds: int = 0
+    train_images: int = 0  # image-passes of training: epochs x labeled-set size, summed over rounds
+    scored_images: int = 0  # images mapped by the queries (the subset, plus the labeled set for global selections)
+
+
+def grid_cost(grid: Grid) -> list[StrategyCost]:
+    costs: dict[str, StrategyCost] = {}
+    for t in grid.trials():
+        cost = costs.setdefault(t.strategy, StrategyCost(t.strategy))
+        counts = t.regime.labeled_counts
+        cost.trials += 1
+        cost.rounds += len(counts)
+        cost.train_images += t.train.epochs * sum(counts)
+        strategy = build_strategy(t.strategy, t.query)
+        for labeled in counts[:-1]:
+            subset = t.regime.subset or 0  # no subset: the whole unlabeled pool, unknown without the data
+            mapped = strategy.candidates(np.arange(subset), np.arange(subset, subset + labeled))
+            cost.scored_images += len(mapped)
+    return sorted(costs.values(), key=lambda c: c.strategy)
+
+
+def format_cost(grid: Grid, train_images_per_second: float | None = None) -> str:
+    rows = grid_cost(grid)
+    total = StrategyCost(
+        "total",
+        sum(r.trials for r in rows),
+        sum(r.rounds for r in rows),
+        sum(r.train_images for r in rows),
+        sum(r.scored_images for r in rows),
+    )
+    lines = [f"grid '{grid.name}': {total.trials} trials, {total.rounds} rounds"]
+    header = f"{'strategy':<18}{'trials':>8}{'rounds':>8}{'train images':>16}{'scored images':>16}"
+    if train_images_per_second:
+        header += f"{'train hours':>13}"
+    lines.append(header)
+    for r in [*rows, total]:
+        line = f"{r.strategy:<18}{r.trials:>8,}{r.rounds:>8,}{r.train_images:>16,}{r.scored_images:>16,}"
+        if train_images_per_second:
+            line += f"{r.train_images / train_images_per_second / 3600:>13,.1f}"
+        lines.append(line)
+    if not any(t.regime.subset for t in grid.trials()):
+        lines.append("(a regime without subset scores the whole unlabeled pool: not counted above)")
+    return "\n".join(lines)

@@ -1,0 +1,38 @@
+"""`albench plan`: a grid's cost from its specs alone, counted as a user would by hand."""
+
+from __future__ import annotations
+
+import yaml
+
+from experiments.cost import format_cost, grid_cost
+from experiments.grid import parse_grid
+from orchestrator.cli import main
+
+GRID = """
+name: cost
+datasets: [digits]
+model: small_cnn
+regimes:
+  r: {initial: 20, query: 30, subset: 100, budget: 80}
+strategies: [random, bait]
+seeds: [0, 1]
+train: {epochs: 5}
+"""
+
+
+def test_counts_are_the_hand_computed_ones():
+    costs = {c.strategy: c for c in grid_cost(parse_grid(yaml.safe_load(GRID)))}
+    # labeled counts 20, 50, 80: 3 rounds, 2 queries; training 5 x (20 + 50 + 80) per trial
+    assert costs["random"].trials == 2 and costs["random"].rounds == 6
+    assert costs["random"].train_images == 2 * 5 * 150
+    assert costs["random"].scored_images == 2 * (100 + 100)  # the subset only
+    assert costs["bait"].scored_images == 2 * ((100 + 20) + (100 + 50))  # the subset plus the labeled set
+
+
+def test_hours_follow_the_given_throughput(tmp_path, capsys):
+    text = format_cost(parse_grid(yaml.safe_load(GRID)), train_images_per_second=1.5)
+    assert "train hours" in text and f"{3000 / 1.5 / 3600:.1f}" in text
+    path = tmp_path / "g.yaml"
+    path.write_text(GRID)
+    assert main(["plan", str(path)]) == 0
+    assert "grid 'cost': 4 trials, 12 rounds" in capsys.readouterr().out
