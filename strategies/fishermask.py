@@ -14,10 +14,10 @@ Deviations from the public code (ALGORITHMS.md section 4 and note D), each delib
 - The pool is the round's scored subset plus the labeled set (the reference has no subset: the same when the
   regime's subset is unset).
 - Views are test-time by default; `query.score_augmented: true` gives the reference's train-transform views.
-- The mask size is an absolute count, default |last weight| + 1,024: the greedy costs O(N C^2 K + C K^2) per
-  pick and holds 2 N C K float64 numbers, so K is what makes it tractable. The reference's 0.2 % of a
-  0.7 M-parameter narrow ResNet (K = 1,402) would be K = 22,348 on the 11.2 M-parameter ResNet-18 used here,
-  about 4x the default's memory and time; its 1,280-entry last layer becomes 5,120 (C = 10, d = 512).
+- The mask size is an absolute count, default |last weight| + 1,024: the greedy's setup costs O(N C K^2 + K^3),
+  each pick O(N C^2 K + C K^2), and it holds 2 N C K float64 numbers, so K is what makes it tractable. The
+  reference's 0.2 % of a 0.7 M-parameter narrow ResNet (K = 1,402) would be K = 22,348 on the 11.2 M-parameter
+  ResNet-18 used here: 3.6x the default's memory and about 13x its setup time (K = 6,144 for C = 10, d = 512).
 - Our heads have a bias; "the whole last layer" is its weight (as the reference's bias-free head), and the bias
   competes with the other tensors.
 """
