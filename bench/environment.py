@@ -11,6 +11,9 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+# The real CIFAR-10 subset beside the checkout (as the tests find it); benches must not import the tests
+# package, whose conftest needs pytest, absent on the lent GPU machines.
+CIFAR10_SUBSET = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-subset"
 
 
 def machine_header(threads: int) -> str:

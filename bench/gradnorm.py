@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch.distributions import Categorical
 
-from bench.environment import PeakRss, machine_header, write_result
+from bench.environment import CIFAR10_SUBSET, PeakRss, machine_header, write_result
 from models import build_model
 from strategies.gradnorm import per_sample_grad_norms
-from tests.conftest import CIFAR10_SUBSET
 
 
 def _images(n: int) -> torch.Tensor:

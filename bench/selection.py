@@ -35,6 +35,7 @@ def _timed_select(strategy, merged, b, labeled) -> dict:
 
 def real_pool_case(name: str) -> dict:
     """One query of `name` over the whole CIFAR-10 subset pool."""
+    from bench.environment import CIFAR10_SUBSET
     from experiments.datasets import load_dataset
     from experiments.defaults import DEFAULTS, resolve_train
     from experiments.specs import DatasetSpec, RegimeSpec, TrialSpec
@@ -42,7 +43,6 @@ def real_pool_case(name: str) -> dict:
     from orchestrator.streams import generator
     from orchestrator.trial import TrialContext, build_networks, initial_state
     from strategies.base import merge_shards
-    from tests.conftest import CIFAR10_SUBSET
 
     dataset = load_dataset("cifar10", CIFAR10_SUBSET)
     spec = TrialSpec(
@@ -133,7 +133,7 @@ def main() -> None:
         lines.append(line)
 
     if not args.quick:
-        from tests.conftest import CIFAR10_SUBSET
+        from bench.environment import CIFAR10_SUBSET
 
         if not CIFAR10_SUBSET.exists():
             print(f"the real CIFAR-10 subset is not at {CIFAR10_SUBSET}: part 1 skipped", file=sys.stderr)

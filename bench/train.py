@@ -21,14 +21,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bench.environment import machine_header, write_result
+from bench.environment import CIFAR10_SUBSET, machine_header, write_result
 from experiments.defaults import DEFAULTS, resolve_train
 from models import build_model
 from models.augment import Normalizer
 from models.evaluation import evaluate
 from models.objective import CROSS_ENTROPY
 from models.training import Networks, _optimizer, lr_at, train_round
-from tests.conftest import CIFAR10_SUBSET
 
 
 class PerImageDataset(torch.utils.data.Dataset):

@@ -23,14 +23,13 @@ import torch
 import orchestrator.local as local
 import orchestrator.sinks as sinks_module
 import orchestrator.trial as trial_module
-from bench.environment import machine_header, write_result
+from bench.environment import CIFAR10_SUBSET, machine_header, write_result
 from experiments.grid import load_grid
 from orchestrator.local import run_grid_locally
 from orchestrator.results import read_rounds
 from orchestrator.sinks import Sinks
 from orchestrator.tracking import Tracker, default_tracking_uri
 from strategies import STRATEGIES, build_strategy
-from tests.conftest import CIFAR10_SUBSET
 
 SECONDS: dict[str, float] = defaultdict(float)
 
