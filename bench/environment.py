@@ -11,6 +11,9 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+# The real CIFAR-10 subset beside the checkout (as the tests find it); benches must not import the tests
+# package, whose conftest needs pytest, absent on the lent GPU machines.
+CIFAR10_SUBSET = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-subset"
 
 
 def machine_header(threads: int) -> str:
@@ -35,3 +38,27 @@ def write_result(name: str, text: str) -> Path:
     path = RESULTS / f"{name}.md"
     path.write_text(text)
     return path
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+class PeakRss:
+    """The peak resident memory of a block above the memory resident when it starts (Linux: VmHWM reset).
+
+    ru_maxrss cannot do this: it is the peak of the whole process, so an earlier peak (loading data) hides
+    the block's own.
+    """
+
+    def __enter__(self) -> PeakRss:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        self.start_kib = _status_kib("VmRSS")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.peak_mib = _status_kib("VmHWM") / 1024
+        self.rise_mib = self.peak_mib - self.start_kib / 1024

@@ -5,7 +5,7 @@ Part 1 is one query on the real CIFAR-10 subset pool (all 5,085 train images: 20
 benchmark grid's small CNN after 2 epochs on the labeled set: the map (features) and the select are timed
 apart. Part 2 grows one dimension at a time on random features of the right shapes (the selections' cost
 depends on the shapes, not the values): the pool N, the classes C and the Fisher feature size K.
-Each measurement runs in a fresh process; "peak MiB" is the rise of its peak RSS during the select.
+Each measurement runs in a fresh process; "peak MiB" is the peak RSS during the select above the RSS at its start.
 Writes bench/results/selection.md.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -21,25 +20,22 @@ import time
 import numpy as np
 import torch
 
-from bench.environment import machine_header, write_result
+from bench.environment import PeakRss, machine_header, write_result
 from strategies.fisher_greedy import greedy_bytes
 
 
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _timed_select(strategy, merged, b, labeled) -> dict:
-    before = _peak_mib()
-    start = time.perf_counter()
-    picks = strategy.select(merged, b, labeled, selection_key=1)
-    seconds = time.perf_counter() - start
+    with PeakRss() as peak:
+        start = time.perf_counter()
+        picks = strategy.select(merged, b, labeled, selection_key=1)
+        seconds = time.perf_counter() - start
     assert len(np.unique(picks)) == b
-    return {"select_s": seconds, "peak_mib": max(_peak_mib() - before, 0.0)}
+    return {"select_s": seconds, "peak_mib": peak.rise_mib}
 
 
 def real_pool_case(name: str) -> dict:
     """One query of `name` over the whole CIFAR-10 subset pool."""
+    from bench.environment import CIFAR10_SUBSET
     from experiments.datasets import load_dataset
     from experiments.defaults import DEFAULTS, resolve_train
     from experiments.specs import DatasetSpec, RegimeSpec, TrialSpec
@@ -47,7 +43,6 @@ def real_pool_case(name: str) -> dict:
     from orchestrator.streams import generator
     from orchestrator.trial import TrialContext, build_networks, initial_state
     from strategies.base import merge_shards
-    from tests.conftest import CIFAR10_SUBSET
 
     dataset = load_dataset("cifar10", CIFAR10_SUBSET)
     spec = TrialSpec(
@@ -138,7 +133,7 @@ def main() -> None:
         lines.append(line)
 
     if not args.quick:
-        from tests.conftest import CIFAR10_SUBSET
+        from bench.environment import CIFAR10_SUBSET
 
         if not CIFAR10_SUBSET.exists():
             print(f"the real CIFAR-10 subset is not at {CIFAR10_SUBSET}: part 1 skipped", file=sys.stderr)

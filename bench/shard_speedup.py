@@ -13,6 +13,7 @@ import time
 import numpy as np
 import torch
 
+from bench.environment import CIFAR10_SUBSET
 from experiments.datasets import load_dataset
 from experiments.defaults import DEFAULTS, resolve_train
 from experiments.specs import DatasetSpec, RegimeSpec, TrialSpec
@@ -20,7 +21,6 @@ from models.augment import Normalizer
 from orchestrator.query import query
 from orchestrator.shards import ShardPool
 from orchestrator.trial import TrialContext, build_networks
-from tests.conftest import CIFAR10_SUBSET
 
 
 def main() -> None:

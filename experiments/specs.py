@@ -71,7 +71,7 @@ class TrainSpec(Frozen):
     lpl_weight: float = 1.0  # ... and its weight lambda
     lpl_detach_epoch: int = 120  # from the epoch after this one, the taps are detached from the backbone
     reinit_each_round: bool = False  # the references warm-start; re-initialising is an option
-    precision: Literal["fp32"] = "fp32"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the training forward (scoring stays fp32)
 
 
 class QuerySpec(Frozen):

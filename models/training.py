@@ -79,8 +79,13 @@ def train_round(
     for group in optimizer.param_groups:
         group["decays"] = True if group["decays"] else objective.module_lr_decay
     labeled_t = torch.as_tensor(np.sort(labeled), dtype=torch.long)
+    device = images.device
+    channels_last = device.type == "cuda"  # a layout, not a result: NHWC convs are the fast path on tensor cores
     for module in nets.modules():
         module.train()
+        if channels_last:
+            module.to(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train.precision == "bf16")
     epoch_loss = 0.0
     for epoch in range(train.epochs):
         for group in optimizer.param_groups:
@@ -92,7 +97,11 @@ def train_round(
             x = images[batch]
             if train.augment:
                 x = random_crop_and_flip(x, train.crop_padding, train.hflip, augment)
-            loss = _batch_loss(nets, normalize(x), labels[batch], train, detach_taps=epoch > train.lpl_detach_epoch)
+            x = normalize(x)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                loss = _batch_loss(nets, x, labels[batch], train, detach_taps=epoch > train.lpl_detach_epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -41,6 +41,7 @@ class Tracker:
 
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._logged: dict[str, set[int]] = {}  # run id -> steps already logged
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
@@ -77,12 +78,15 @@ class Tracker:
         """Logs the rounds not yet in the run (metric step = n_labeled); returns how many were new."""
         from mlflow.entities import Metric
 
-        logged = {m.step for m in self.client.get_metric_history(run_id, "test_accuracy")}
+        if run_id not in self._logged:  # once per run: the driver is its only writer, so a cache stays true
+            self._logged[run_id] = {m.step for m in self.client.get_metric_history(run_id, "test_accuracy")}
+        logged = self._logged[run_id]
         new = [r for r in records if r.n_labeled not in logged]
         metrics = [Metric(name, float(getattr(r, name)), 0, r.n_labeled) for r in new for name in ROUND_METRICS]
         metrics += [Metric("round", float(r.round), 0, r.n_labeled) for r in new]
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        logged.update(r.n_labeled for r in new)
         return len(new)
 
     def set_status(self, run_id: str, status: str) -> None:

@@ -12,6 +12,8 @@ The engine never branches on the strategy's type. Only global pool indices cross
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,27 @@ from experiments.errors import DivergedError
 from models.augment import Normalizer
 from models.objective import CROSS_ENTROPY, Objective
 from strategies.views import scoring_view
+
+
+def _malloc_trim() -> Callable[[], object]:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return lambda: None
+
+
+_trim = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hands the C heap's freed pages back to the OS after a scoring chunk.
+
+    glibc keeps the freed buffers of a chunk's backward on its heap and fragments it, so without this the
+    resident memory of scoring creeps up with the pool size (about 70 MiB more at 40,000 images than at
+    2,500 with the small CNN: bench/gradnorm.py); with it the peak is set by the chunk size alone.
+    """
+    _trim()
 
 
 @dataclass(frozen=True)
@@ -45,6 +68,7 @@ class ScoringInputs:
         for start in range(0, len(self.pool_indices), self.batch_size):
             stop = min(start + self.batch_size, len(self.pool_indices))
             yield slice(start, stop), scoring_view(self, start, stop)
+            release_freed_memory()
 
 
 @dataclass(frozen=True)

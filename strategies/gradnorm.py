@@ -76,25 +76,59 @@ def _check_supported(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return layers
 
 
+def _per_sample_conv_weight_grad(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding) -> torch.Tensor:
+    """Every sample's weight gradient [B, C_out * C_in/groups * k * k] in one grouped weight-gradient call.
+
+    The batch is folded into the channels (groups = B * groups), so one convolution_backward computes B
+    independent weight gradients without unfolding the input (the unfold is T x k^2 times the input).
+    """
+    b, c_in, c_out = len(a), a.shape[1], g.shape[1]
+    weight = module.weight.detach()
+    stacked = weight.unsqueeze(0).expand(b, *weight.shape).reshape(b * c_out, *weight.shape[1:])
+    grads = torch.ops.aten.convolution_backward(
+        g.reshape(1, b * c_out, *g.shape[2:]),
+        a.reshape(1, b * c_in, *a.shape[2:]),
+        stacked,
+        None,
+        list(module.stride),
+        list(padding),
+        list(module.dilation),
+        False,
+        [0, 0],
+        b * module.groups,
+        [False, True, False],
+    )[1]
+    return grads.reshape(b, -1)
+
+
 def _conv_weight_sq(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Per-sample squared Frobenius norm of a Conv2d weight gradient.
 
-    a: the layer input [B, C_in, H, W]; g: the output gradient [B, C_out, H', W'].
+    a: the layer input [B, C_in, H, W]; g: the output gradient [B, C_out, H', W']. Late, low-resolution
+    layers use the Gram form over positions (T x T per sample); early ones the per-sample weight gradient:
+    on the CPU one grouped weight-gradient convolution (measured fastest there, bench/gradnorm.py), on a
+    GPU the unfold + batched product (one large GEMM-like kernel rather than B-group convolutions).
     """
     if isinstance(module.padding, str):  # 'same' / 'valid': pad explicitly as the module does
         a = F.pad(a, module._reversed_padding_repeated_twice)
-        padding = 0
+        padding = (0, 0)
     else:
         padding = module.padding
     b, c_out, groups = len(a), g.shape[1], module.groups
-    cols = F.unfold(a, module.kernel_size, module.dilation, padding, module.stride)  # [B, C_in*k*k, T]
-    t, d_in = cols.shape[2], cols.shape[1] // groups
-    g = g.reshape(b, c_out, t)
+    d_in = module.weight[0].numel()
+    t = g.shape[2] * g.shape[3]
     if groups == 1 and t * (d_in + c_out) < d_in * c_out:  # Gram form over positions: T x T per sample
+        cols = F.unfold(a, module.kernel_size, module.dilation, padding, module.stride)  # [B, C_in*k*k, T]
         gram_a = torch.bmm(cols.transpose(1, 2), cols)  # [B, T, T]
-        gram_g = torch.bmm(g.transpose(1, 2), g)  # [B, T, T]
+        g2 = g.reshape(b, c_out, t)
+        gram_g = torch.bmm(g2.transpose(1, 2), g2)  # [B, T, T]
         return (gram_a * gram_g).sum((1, 2))
-    per_sample = torch.einsum("bgot,bgit->bgoi", g.view(b, groups, c_out // groups, t), cols.view(b, groups, d_in, t))
+    if a.device.type == "cpu":
+        return _per_sample_conv_weight_grad(module, a, g, padding).square().sum(1)
+    cols = F.unfold(a, module.kernel_size, module.dilation, padding, module.stride)
+    per_sample = torch.einsum(
+        "bgot,bgit->bgoi", g.reshape(b, groups, c_out // groups, t), cols.view(b, groups, d_in, t)
+    )
     return per_sample.square().sum((1, 2, 3))
 
 

@@ -63,3 +63,14 @@ def test_lr_schedule_steps_at_milestones_and_the_lplgrad_module_never_decays():
 def test_a_diverging_run_stops_with_a_clear_error(digits):
     with pytest.raises(DivergedError, match=r"training diverged.*Lower train.lr"):
         _train(digits, lr=1e12, momentum=0.9)
+
+
+def test_bf16_precision_trains_under_bfloat16_autocast_and_still_learns(digits):
+    nets32, _, fp32 = _train(digits)
+    nets16, _, bf16 = _train(digits, precision="bf16")
+    pairs = zip(nets32.backbone.state_dict().values(), nets16.backbone.state_dict().values(), strict=True)
+    assert any(not torch.equal(x, y) for x, y in pairs), "bf16 autocast changed the arithmetic"
+    assert all(p.dtype == torch.float32 for p in nets16.backbone.parameters()), "master weights stay fp32"
+    assert bf16.accuracy > 0.8 and abs(bf16.accuracy - fp32.accuracy) < 0.08, (bf16, fp32)
+    with pytest.raises(ValueError, match="precision"):
+        TrainSpec(epochs=1, batch_size=8, lr=0.1, precision="fp16")
