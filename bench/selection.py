@@ -166,7 +166,7 @@ def main() -> None:
         emit("")
         emit(f"### {title}")
         emit("")
-        emit("| N | C | d or K | b | select s | peak MiB | bound MiB (Fisher: greedy_bytes) |")
+        emit("| N | C | d or K | b | select s | peak MiB | estimate MiB (Fisher: greedy_bytes) |")
         emit("|---:|---:|---:|---:|---:|---:|---:|")
         for n, c, k, b in cases:
             r = _run({"kind": "synthetic", "name": name, "n": n, "c": c, "k": k, "b": b}, args.threads)
