@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from orchestrator.provenance import cpu_model
+
 RESULTS = Path(__file__).parent / "results"
 # The real CIFAR-10 subset beside the checkout (as the tests find it); benches must not import the tests
 # package, whose conftest needs pytest, absent on the lent GPU machines.
@@ -17,14 +19,7 @@ CIFAR10_SUBSET = Path(__file__).resolve().parent.parent.parent / "shared" / "dat
 
 
 def machine_header(threads: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (
         f"date {datetime.date.today().isoformat()}; cpu {cpu} ({os.cpu_count()} cores, torch threads {threads}); "

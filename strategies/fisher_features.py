@@ -72,7 +72,7 @@ def per_sample_grads(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> dic
 
 def masked_per_sample_grads(module: nn.Module, a: torch.Tensor, g: torch.Tensor, mask: Mask, name: str) -> list:
     """[(key, [B, k])] per-sample gradient entries at this layer's masked coordinates."""
-    out = []
+    out, full = [], None
     for param in _trainable(module):
         key = f"{name}.{param}"
         index = mask.get(key)
@@ -85,7 +85,8 @@ def masked_per_sample_grads(module: nn.Module, a: torch.Tensor, g: torch.Tensor,
             rows, cols_index = index // cols.shape[1], index % cols.shape[1]
             out.append((key, (g2[:, rows, :] * cols[:, cols_index, :]).sum(-1)))
         else:
-            out.append((key, per_sample_grads(module, a, g)[param][:, index]))
+            full = per_sample_grads(module, a, g) if full is None else full  # once per layer
+            out.append((key, full[param][:, index]))
     return out
 
 
