@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator
@@ -15,11 +15,14 @@ from experiments.specs import DatasetSpec, Frozen, QuerySpec, RegimeSpec, TrainS
 
 
 class ResourcesSpec(Frozen):
-    """What each trial asks the cluster for (used by the Ray orchestrator; not part of a trial's identity)."""
+    """How each trial runs: what it asks the cluster for and its scoring heap (not part of a trial's identity)."""
 
     gpus_per_trial: NonNegativeFloat = 1.0
     cpus_per_trial: NonNegativeFloat = 1.0
     scoring_shards: PositiveInt = 1
+    # `bounded`: scoring's peak memory is set by query.score_batch_size alone, at 1.5-2x the CPU scoring time
+    # (strategies/scoring_heap.py); `fast` lets glibc's heap fragment by some tens of MiB over a long pass.
+    scoring_heap: Literal["fast", "bounded"] = "fast"
 
 
 class Grid(Frozen):

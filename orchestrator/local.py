@@ -22,6 +22,7 @@ from orchestrator.provenance import device_name
 from orchestrator.records import TrialState
 from orchestrator.sinks import Sinks
 from orchestrator.trial import run_trial, trial_threads
+from strategies.scoring_heap import set_scoring_heap
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -65,10 +66,12 @@ def run_grid_locally(
     results = Path(results)
     threads = torch.get_num_threads()
     torch.set_num_threads(trial_threads(grid.resources.cpus_per_trial))  # as a Ray worker of this grid would
+    heap = set_scoring_heap(grid.resources.scoring_heap)
     try:
         return _run_all(grid, results, sinks, data_root, device, report, round_progress)
     finally:
         torch.set_num_threads(threads)
+        set_scoring_heap(heap)
 
 
 def _run_all(grid, results, sinks, data_root, device, report, round_progress) -> list[TrialEntry]:

@@ -8,13 +8,14 @@ import numpy as np
 import torch
 
 from strategies.base import ScoringInputs, ShardResult, Strategy, merge_shards
+from strategies.scoring_heap import run_scoring
 
 ShardMapper = Callable[[Strategy, list[ScoringInputs], int], list[ShardResult]]
 
 
 def map_shards_locally(strategy: Strategy, shards: list[ScoringInputs], b: int) -> list[ShardResult]:
     """The in-process mapper; the orchestrator substitutes one that sends shards to actors."""
-    return [strategy.reduce(strategy.score(shard), b) for shard in shards]
+    return [run_scoring(lambda shard=shard: strategy.reduce(strategy.score(shard), b)) for shard in shards]
 
 
 def draw_subset(labeled_round: torch.Tensor, size: int | None, generator: torch.Generator) -> np.ndarray:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from experiments.cost import trial_work
 from experiments.errors import ConfigError
 from experiments.grid import Grid, ResourcesSpec
 from orchestrator.checkpoint import read_records
@@ -141,6 +142,10 @@ def run_grid_on_ray(
     save_splits(results, datasets)
     planned = {p.spec.trial_id: p for p in plan(specs, results, sinks, report)}
     pending = [p for p in planned.values() if not p.complete]
+    # longest first (Tune starts them in this order): the run ends on short trials, not on one long one alone
+    pending.sort(
+        key=lambda p: trial_work(p.spec, p.entry.rounds_done, datasets[dataset_key(p.spec)].n_train), reverse=True
+    )
     report(f"{len(planned) - len(pending)} of {len(planned)} trials already complete; {len(pending)} to run")
     entries = [p.entry for p in planned.values()]
     if not pending:
@@ -160,6 +165,7 @@ def run_grid_on_ray(
             "resume_from": p.entry.checkpoint,
             "mlflow_run_id": p.entry.mlflow_run_id,
             "scoring_shards": n_shards,
+            "scoring_heap": grid.resources.scoring_heap,
             "bundle": bundle,
         }
         for p in pending

@@ -24,6 +24,7 @@ from orchestrator.ray_runner import ALBENCH_ERROR
 from orchestrator.records import TrialState
 from orchestrator.shards import ShardPool, local_device
 from orchestrator.trial import run_trial, trial_threads
+from strategies.scoring_heap import set_scoring_heap
 
 
 def _resume_state(spec: TrialSpec, config: dict) -> TrialState | None:
@@ -37,11 +38,14 @@ def _resume_state(spec: TrialSpec, config: dict) -> TrialState | None:
 
 
 def train_trial(config: dict, datasets: dict[str, Dataset]) -> None:
-    """config: spec (JSON), dataset_key, resume_from (checkpoint URI or None), mlflow_run_id, scoring_shards, bundle."""
+    """config: spec (JSON), dataset_key, resume_from (checkpoint URI or None), mlflow_run_id, scoring_shards,
+    scoring_heap, bundle."""
     config = config.get("trial", config)
     spec = TrialSpec.model_validate_json(config["spec"])
     dataset = datasets[config["dataset_key"]]
     torch.set_num_threads(trial_threads(config["bundle"].get("CPU", 1)))
+    heap = config.get("scoring_heap", "fast")
+    set_scoring_heap(heap)
     device, started_at = local_device(), time.time()
     hardware = device_name(device)
     placement = {  # where this attempt runs: kept with the state, shown in the ledger
@@ -74,7 +78,7 @@ def train_trial(config: dict, datasets: dict[str, Dataset]) -> None:
         from models.augment import Normalizer
 
         normalize = Normalizer(dataset.mean, dataset.std)
-        pool = ShardPool(spec, dataset.train_images, normalize, dataset.n_classes, n_shards, config["bundle"])
+        pool = ShardPool(spec, dataset.train_images, normalize, dataset.n_classes, n_shards, config["bundle"], heap)
     try:
         run_trial(
             spec,

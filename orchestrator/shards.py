@@ -16,6 +16,7 @@ from models import LossPredictionModule, build_model, tap_channels
 from models.augment import Normalizer
 from strategies import Strategy
 from strategies.base import ScoringInputs, ShardResult
+from strategies.scoring_heap import ScoringHeap, run_scoring, set_scoring_heap
 
 
 def local_device() -> str:
@@ -27,8 +28,11 @@ def local_device() -> str:
 class ScoringShard:
     """Holds the pool images and a copy of the trial's networks; scores the shards it is sent."""
 
-    def __init__(self, spec_json: str, images: torch.Tensor, normalize: Normalizer, n_classes: int) -> None:
+    def __init__(
+        self, spec_json: str, images: torch.Tensor, normalize: Normalizer, n_classes: int, heap: ScoringHeap
+    ) -> None:
         spec = TrialSpec.model_validate_json(spec_json)
+        set_scoring_heap(heap)
         self.device = local_device()
         self.images = images.to(self.device)
         image_shape = tuple(images.shape[1:])
@@ -51,7 +55,7 @@ class ScoringShard:
             self.normalize,
             **options,
         )
-        return strategy.reduce(strategy.score(inputs), b)
+        return run_scoring(lambda: strategy.reduce(strategy.score(inputs), b))
 
 
 def _cpu(module: torch.nn.Module | None) -> dict | None:
@@ -69,6 +73,7 @@ class ShardPool:
         n_classes: int,
         n_shards: int,
         bundle: dict[str, float],
+        heap: ScoringHeap = "fast",
     ) -> None:
         group = ray.util.get_current_placement_group()
         images_ref = ray.put(images)  # once per trial, shared by every shard actor
@@ -79,7 +84,7 @@ class ShardPool:
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
                 if group is not None
                 else None,
-            ).remote(spec.model_dump_json(), images_ref, normalize, n_classes)
+            ).remote(spec.model_dump_json(), images_ref, normalize, n_classes, heap)
             for i in range(1, n_shards)
         ]
 
@@ -89,7 +94,7 @@ class ShardPool:
             actor.score.remote(strategy, weights, shard.pool_indices, _options(shard), b)
             for actor, shard in zip(self.actors, shards[1:], strict=False)
         ]
-        local = strategy.reduce(strategy.score(shards[0]), b)  # shard 0 overlaps with the remote ones
+        local = run_scoring(lambda: strategy.reduce(strategy.score(shards[0]), b))  # overlaps the remote shards
         return [local, *ray.get(futures)]
 
     def close(self) -> None:

@@ -12,8 +12,6 @@ The engine never branches on the strategy's type. Only global pool indices cross
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,28 +24,8 @@ from torch import nn
 from experiments.errors import DivergedError
 from models.augment import Normalizer
 from models.objective import CROSS_ENTROPY, Objective
+from strategies.scoring_heap import release_freed_memory
 from strategies.views import scoring_view
-
-
-def _malloc_trim() -> Callable[[], object]:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return lambda: libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        return lambda: None
-
-
-_trim = _malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Hands the C heap's freed pages back to the OS after a scoring chunk.
-
-    glibc keeps the freed buffers of a chunk's backward on its heap and fragments it, so without this the
-    resident memory of scoring creeps up with the pool size (about 70 MiB more at 40,000 images than at
-    2,500 with the small CNN: bench/gradnorm.py); with it the peak is set by the chunk size alone.
-    """
-    _trim()
 
 
 @dataclass(frozen=True)
@@ -117,6 +95,10 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     objective: ClassVar[Objective] = CROSS_ENTROPY
+    # Rough compute of a query per mapped image, in training image-passes (one forward and backward), selection
+    # included. Only the order in which a grid's trials start depends on it (longest first, so the run does not
+    # end on one long trial): a forward pass costs about a third of a training pass.
+    query_cost: ClassVar[float] = 1 / 3
 
     def candidates(self, subset: np.ndarray, labeled: np.ndarray) -> np.ndarray:
         """The pool indices the map runs over: the random unlabeled subset, by default."""

@@ -19,6 +19,7 @@ class GradNormStrategy(Strategy):
     """Shared map: per-sample gradient norms of `loss` over the shard, `batch_size` samples per backward."""
 
     loss: Loss = "entropy"
+    query_cost = 1.2  # per_sample_grad_norms runs at ~0.85x a forward+backward (bench/gradnorm.py)
 
     def __init__(self, aggregate: Aggregate = "layer_sum", top_k: int | None = None) -> None:
         self.aggregate = aggregate
@@ -54,6 +55,7 @@ class ExpGradNormStrategy(GradNormStrategy):
 
     name = "exp_gradnorm"
     loss = "expected_ce"
+    query_cost = 10.0  # a backward per class: 89 s of queries a trial against 10 s (cifar10_subset grid)
 
 
 class LPLgradStrategy(GradNormStrategy):

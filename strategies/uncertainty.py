@@ -13,6 +13,7 @@ class RandomStrategy(Strategy):
     """Uniformly random picks: a seeded random value per pool index (hashed, so sharding cannot change it)."""
 
     name = "random"
+    query_cost = 0.0
 
     def score(self, inputs: ScoringInputs) -> ShardResult:
         return ShardResult(inputs.pool_indices, scores=uniform_hash(inputs.selection_key, inputs.pool_indices))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
-from experiments.cost import format_cost, grid_cost
+from experiments.cost import format_cost, grid_cost, trial_counts, trial_work
 from experiments.grid import parse_grid
 from orchestrator.cli import main
 
@@ -36,3 +37,17 @@ def test_hours_follow_the_given_throughput(tmp_path, capsys):
     path.write_text(GRID)
     assert main(["plan", str(path)]) == 0
     assert "grid 'cost': 4 trials, 12 rounds" in capsys.readouterr().out
+
+
+def test_trial_work_orders_trials_and_counts_only_the_rounds_left():
+    grid = parse_grid(yaml.safe_load(GRID.replace("[random, bait]", "[random, entropy, ent_gradnorm, bait]")))
+    by_strategy = {t.strategy: t for t in grid.trials() if t.seed == 0}
+    work = {name: trial_work(spec) for name, spec in by_strategy.items()}
+    assert work["random"] == 5 * 150  # training only: random's query costs nothing
+    assert work["entropy"] == pytest.approx(5 * 150 + 200 / 3)  # two queries over the 100-image subset, a forward each
+    assert sorted(work, key=work.get, reverse=True) == ["bait", "ent_gradnorm", "entropy", "random"]
+    # resumed after round 1 (20 labeled): rounds at 50 and 80 remain, one query
+    assert trial_work(by_strategy["entropy"], from_round=1) == pytest.approx(5 * 130 + 100 / 3)
+    # no subset: a query maps the whole unlabeled pool, counted when the pool size is known
+    whole = parse_grid(yaml.safe_load(GRID.replace("subset: 100, ", ""))).trials()[0]
+    assert trial_counts(whole) == (750, 0) and trial_counts(whole, pool_size=1000) == (750, 980 + 950)

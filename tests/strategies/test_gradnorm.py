@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import build_model
+from strategies import gradnorm
 from strategies.gradnorm import UnsupportedLayerError, per_sample_grad_norms
 
 
@@ -102,6 +103,16 @@ class InPlaceNet(nn.Module):
 
 
 def test_generic_model_in_place_ops_tuple_output_frozen_and_grouped_layers():
+    torch.manual_seed(2)
+    model = _with_running_stats(InPlaceNet(), (3, 9, 9))
+    x = torch.randn(5, 3, 9, 9, dtype=torch.float64)
+    torch.testing.assert_close(per_sample_grad_norms(model, x), reference_loop(model, x), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("min_weight", [0, 10**12], ids=["a call per sample", "one grouped call"])
+def test_both_cpu_forms_of_the_early_conv_gradients_agree_with_the_loop(monkeypatch, min_weight):
+    """The CPU picks a form per conv by its weight count; each form is exact on 'same', strided, grouped convs."""
+    monkeypatch.setattr(gradnorm, "PER_SAMPLE_CALL_MIN_WEIGHT", min_weight)
     torch.manual_seed(2)
     model = _with_running_stats(InPlaceNet(), (3, 9, 9))
     x = torch.randn(5, 3, 9, 9, dtype=torch.float64)

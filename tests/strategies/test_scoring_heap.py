@@ -1,0 +1,75 @@
+"""The bounded scoring heap: a pass over many chunks peaks where a pass over two does (glibc, Linux), whatever
+the process did before (here: every earlier test of the session, which leave the main heap fragmented)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from experiments.errors import ConfigError
+from experiments.grid import parse_grid
+from models import build_model
+from models.augment import Normalizer
+from strategies import build_strategy
+from strategies.base import ScoringInputs
+from strategies.scoring_heap import _LIBC, run_scoring, set_scoring_heap
+
+STATUS = Path("/proc/self/status")
+
+
+def _kib(field: str) -> int:
+    line = next(line for line in STATUS.read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def _peak_rise_mib(strategy, inputs: ScoringInputs) -> float:
+    """Peak resident memory of one scoring pass above the memory resident before it (VmHWM reset)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    start = _kib("VmRSS")
+    run_scoring(lambda: strategy.score(inputs))
+    return (_kib("VmHWM") - start) / 1024
+
+
+@pytest.mark.skipif(_LIBC is None or not STATUS.exists(), reason="the bounded heap is a glibc (Linux) feature")
+def test_bounded_heap_peak_does_not_grow_with_the_pool():
+    torch.manual_seed(0)
+    chunk = 64
+    model = build_model("small_cnn", 10, 3)
+    # CIFAR-sized images: a chunk's activations are MiB-sized buffers, the ones the mode maps; their pixels
+    # do not matter to the memory
+    images = torch.randint(0, 256, (24 * chunk, 3, 32, 32), dtype=torch.uint8)
+    normalize = Normalizer((0.5,) * 3, (0.25,) * 3)
+    strategy = build_strategy("ent_gradnorm")
+
+    def inputs(n: int) -> ScoringInputs:
+        return ScoringInputs(model, None, images[:n], np.arange(n), normalize, chunk, 0)
+
+    previous = set_scoring_heap("bounded")
+    try:
+        run_scoring(lambda: strategy.score(inputs(chunk)))  # warm-up: lazy initialisation of kernels and caches
+        two_chunks = _peak_rise_mib(strategy, inputs(2 * chunk))
+        many_chunks = _peak_rise_mib(strategy, inputs(24 * chunk))
+    finally:
+        set_scoring_heap(previous)
+    assert two_chunks > 10, f"a chunk of 64 32x32 images should need tens of MiB, measured {two_chunks:.1f}"
+    # small buffers (< 1 MiB) stay on the heap: a few MiB of slack; the fast heap drifts by ~10 MiB here
+    assert many_chunks <= two_chunks + 4, f"24 chunks peaked at {many_chunks:.1f} MiB, 2 chunks at {two_chunks:.1f}"
+
+
+def test_unknown_heap_mode_is_refused():
+    with pytest.raises(ValueError, match="'fast' or 'bounded'"):
+        set_scoring_heap("tight")
+    grid = """
+name: g
+datasets: [digits]
+regimes: {small: {initial: 20, query: 20, budget: 60}}
+strategies: [random]
+seeds: [0]
+resources: {scoring_heap: tight}
+"""
+    with pytest.raises(ConfigError, match="scoring_heap"):
+        parse_grid(yaml.safe_load(grid))
