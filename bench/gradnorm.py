@@ -6,11 +6,12 @@ Samples/s of, on CIFAR-size 32x32 images (the real CIFAR-10 subset where present
   (b) albench's per_sample_grad_norms (exact, batched, hook-based);
   (c) a batched forward + entropy, no gradients (the floor of any scoring);
   (d) a batched forward + backward of the mean entropy (what one ordinary training step costs).
-and b/a, b/d. Then time and peak memory of scoring 2,500 to 40,000 images (the subset repeated) through the
-strategy's map, chunk = `query.score_batch_size`, each in a fresh process, in both scoring-heap modes
-(`resources.scoring_heap`): time grows linearly with the pool; in `bounded` mode the peak is set by the chunk
-alone, in `fast` mode glibc's heap fragments by some tens of MiB over a long pass. Writes
-bench/results/gradnorm.md.
+and b/a, b/d. Then, per early conv shape, the two CPU forms of the per-sample weight gradient (one grouped
+call, a call per sample) and which one albench's shape rule picks. Then time and peak memory of scoring
+2,500 to 40,000 images (the subset repeated) through the strategy's map, chunk = `query.score_batch_size`,
+each in a fresh process, in both scoring-heap modes (`resources.scoring_heap`): time grows linearly with the
+pool; in `bounded` mode the peak is set by the chunk alone, in `fast` mode it varies by some tens of MiB
+from pass to pass. Writes bench/results/gradnorm.md.
 """
 
 from __future__ import annotations
@@ -100,6 +101,50 @@ def throughput_rows(model_name: str, batch: int, loop_n: int, repeats: int = 5) 
     return rates
 
 
+EARLY_CONVS = [  # (C_in, C_out, input size, stride, kernel): ResNet-18's and the small CNN's per-sample-gradient convs
+    (3, 64, 32, 1, 3),
+    (64, 64, 32, 1, 3),
+    (64, 128, 32, 2, 3),
+    (128, 128, 16, 1, 3),
+    (64, 128, 32, 2, 1),
+    (3, 32, 32, 1, 3),
+    (32, 64, 32, 2, 3),
+]
+
+
+def early_conv_rows(batches: tuple[int, ...] = (64, 256), repeats: int = 3) -> list[str]:
+    """Per conv shape: ms of the grouped call and of a call per sample, and which one albench uses on a CPU."""
+    from torch import nn
+
+    from strategies import gradnorm
+
+    rows = []
+    for batch in batches:
+        for c_in, c_out, size, stride, k in EARLY_CONVS:
+            conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False)
+            a = torch.randn(batch, c_in, size, size)
+            g = torch.randn(batch, c_out, size // stride, size // stride)
+            forms = {
+                "grouped": lambda c=conv, a=a, g=g: (
+                    gradnorm._per_sample_conv_weight_grad(c, a, g, c.padding).square().sum(1)
+                ),
+                "per sample": lambda c=conv, a=a, g=g: gradnorm._per_sample_conv_weight_sq_loop(c, a, g, c.padding),
+            }
+            best = {name: float("inf") for name in forms}
+            for fn in forms.values():
+                fn()
+            for _ in range(repeats):
+                for name, fn in forms.items():
+                    best[name] = min(best[name], _timed(fn))
+            used = "per sample" if conv.weight.numel() >= gradnorm.PER_SAMPLE_CALL_MIN_WEIGHT else "grouped"
+            rows.append(
+                f"| {batch} | {c_in}->{c_out} {k}x{k} s{stride} on {size}x{size} | {conv.weight.numel():,} | "
+                f"{best['grouped'] * 1e3:.1f} | {best['per sample'] * 1e3:.1f} | "
+                f"{best['per sample'] / best['grouped']:.2f} | {used} |"
+            )
+    return rows
+
+
 def peak_memory_case(model_name: str, n: int, chunk: int, heap: str = "fast") -> dict:
     """Peak RSS while the ent_gradnorm map scores n images, chunk at a time (images already loaded)."""
     from models.augment import Normalizer
@@ -156,6 +201,13 @@ def main() -> None:
             f"| {name} | {r['a']:.1f} | {r['b']:.1f} | {r['c']:.1f} | {r['d']:.1f} | {r['b'] / r['a']:.2f} | "
             f"{r['b'] / r['d']:.2f} | {r['max_rel_err']:.1e} |"
         )
+    emit("")
+    emit("## Early convs on the CPU: one grouped weight-gradient call against a call per sample (ms, best of 3)")
+    emit("")
+    emit("| batch | conv | weights | grouped | per sample | per sample / grouped | albench uses |")
+    emit("|---:|---|---:|---:|---:|---:|---|")
+    for row in early_conv_rows():
+        emit(row)
     emit("")
     emit(f"## Peak memory of scoring ({args.memory_model}, ent_gradnorm map, chunk = query.score_batch_size)")
     emit("")

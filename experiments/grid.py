@@ -20,7 +20,7 @@ class ResourcesSpec(Frozen):
     gpus_per_trial: NonNegativeFloat = 1.0
     cpus_per_trial: NonNegativeFloat = 1.0
     scoring_shards: PositiveInt = 1
-    # `bounded`: scoring's peak memory is set by query.score_batch_size alone, at 1.5-2x the CPU scoring time
+    # `bounded`: scoring's peak memory is set by query.score_batch_size alone, at 1.2-2.1x the CPU scoring time
     # (strategies/scoring_heap.py); `fast` lets glibc's heap fragment by some tens of MiB over a long pass.
     scoring_heap: Literal["fast", "bounded"] = "fast"
 

@@ -77,10 +77,10 @@ def _check_supported(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 # On the CPU a conv with at least this many weights gets one weight-gradient call per sample, a smaller one a
-# single grouped call (B x its weights at once). Measured per layer (batch 64 / 256, 2 cores): 128->128 3x3
-# 0.48x the grouped call's time, 64->128 3x3 stride 2 0.66-0.82x; 64->64 3x3 0.77-1.08x; 32->64 3x3, 3->64
-# 3x3 and 64->128 1x1 1.0-2.4x. The choice is fixed by the shape, never timed at run time: scores must not
-# depend on which code path a noisy timing picked.
+# single grouped call (B x its weights at once). bench/gradnorm.py's early-conv table, at batch 256 (the
+# default chunk) / 64, per-sample time over grouped time: 128->128 3x3 0.57 / 0.63, 64->128 3x3 stride 2
+# 0.71 / 0.88-1.31 (noisy), 64->64 3x3 0.90 / 1.24 (kept grouped), 32->64 3x3, 3->64 3x3, 1x1 1.1-2.4. The
+# choice is fixed by the shape, never timed at run time: scores must not depend on a noisy timing.
 PER_SAMPLE_CALL_MIN_WEIGHT = 65_536
 
 

@@ -4,14 +4,14 @@ glibc serves a large buffer from its heap once its dynamic mmap threshold has gr
 the largest buffer freed, up to 32 MiB). A chunk's backward frees dozens of activation buffers of several
 MiB; on the heap they fragment, so the peak of a chunk depends on where earlier chunks left their holes, and
 the peak of a pass is the worst of its chunks: with more chunks, more chances of a bad one (bench/gradnorm.py,
-small CNN, chunk 256: 354-394 MiB above the resident memory, by pool size and run).
+small CNN, chunk 256: 334 MiB above the resident memory at 2,500 images, 374 MiB at 40,000).
 
 In `bounded` mode (grid `resources.scoring_heap: bounded`) a scoring pass runs on one dedicated thread of
 the process, so glibc gives it an arena of its own that training's freed buffers never enter, and while it
 runs buffers of 1 MiB or more are mapped and unmapped one by one. Each freed activation leaves the process
 at once and every chunk peaks at its own live tensors, the same at any pool size, after any training (both
 parts are needed: with the thresholds alone, large free chunks left by training still get reused). The
-price is a page fault for every page of every large buffer: scoring on a CPU takes 1.5-2x as long (bench), so
+price is a page fault for every page of every large buffer: scoring on a CPU takes 1.2-2.1x as long (bench), so
 it is not the default. Training would feel the thresholds too (about 30 % slower on the small CNN), so after
 each pass they go to the values glibc's dynamic rule settles at in a training process (32 MiB mapping,
 64 MiB trim). GPU scoring keeps its buffers in CUDA's caching allocator, so the mode matters on CPUs. With
