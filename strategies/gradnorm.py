@@ -84,6 +84,24 @@ def _check_supported(model: nn.Module) -> list[tuple[str, nn.Module]]:
 PER_SAMPLE_CALL_MIN_WEIGHT = 65_536
 
 
+def _weight_grad(module: nn.Conv2d, g, a, weight, padding, group_factor: int) -> torch.Tensor:
+    """The weight gradient alone of `module`'s convolution for output gradient g and input a, with the
+    module's groups multiplied by `group_factor` (the batch folded into the groups)."""
+    return torch.ops.aten.convolution_backward(
+        g,
+        a,
+        weight,
+        None,
+        list(module.stride),
+        list(padding),
+        list(module.dilation),
+        False,
+        [0, 0],
+        group_factor * module.groups,
+        [False, True, False],
+    )[1]
+
+
 def _per_sample_conv_weight_grad(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, padding) -> torch.Tensor:
     """Every sample's weight gradient [B, C_out * C_in/groups * k * k] in one grouped weight-gradient call.
 
@@ -93,19 +111,9 @@ def _per_sample_conv_weight_grad(module: nn.Conv2d, a: torch.Tensor, g: torch.Te
     b, c_in, c_out = len(a), a.shape[1], g.shape[1]
     weight = module.weight.detach()
     stacked = weight.unsqueeze(0).expand(b, *weight.shape).reshape(b * c_out, *weight.shape[1:])
-    grads = torch.ops.aten.convolution_backward(
-        g.reshape(1, b * c_out, *g.shape[2:]),
-        a.reshape(1, b * c_in, *a.shape[2:]),
-        stacked,
-        None,
-        list(module.stride),
-        list(padding),
-        list(module.dilation),
-        False,
-        [0, 0],
-        b * module.groups,
-        [False, True, False],
-    )[1]
+    grads = _weight_grad(
+        module, g.reshape(1, b * c_out, *g.shape[2:]), a.reshape(1, b * c_in, *a.shape[2:]), stacked, padding, b
+    )
     return grads.reshape(b, -1)
 
 
@@ -114,20 +122,7 @@ def _per_sample_conv_weight_sq_loop(module: nn.Conv2d, a: torch.Tensor, g: torch
     weight = module.weight.detach()
     out = torch.empty(len(a), dtype=a.dtype, device=a.device)
     for i in range(len(a)):
-        grad = torch.ops.aten.convolution_backward(
-            g[i : i + 1],
-            a[i : i + 1],
-            weight,
-            None,
-            list(module.stride),
-            list(padding),
-            list(module.dilation),
-            False,
-            [0, 0],
-            module.groups,
-            [False, True, False],
-        )[1]
-        out[i] = grad.square().sum()
+        out[i] = _weight_grad(module, g[i : i + 1], a[i : i + 1], weight, padding, 1).square().sum()
     return out
 
 
