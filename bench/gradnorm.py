@@ -156,7 +156,7 @@ def peak_memory_case(model_name: str, n: int, chunk: int, heap: str = "fast") ->
     torch.manual_seed(0)
     model = build_model(model_name, 10, 3)
     images = _images(n)
-    inputs = ScoringInputs(model, None, images, np.arange(n), Normalizer((0.5,) * 3, (0.25,) * 3), chunk, 0)
+    inputs = ScoringInputs(model, images, np.arange(n), Normalizer((0.5,) * 3, (0.25,) * 3), chunk, 0)
     strategy = build_strategy("ent_gradnorm")
     run_scoring(lambda: strategy.score(replace(inputs, images=images[:chunk], pool_indices=np.arange(chunk))))
     with PeakRss() as peak:

@@ -13,11 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.grid import load_grid
+from experiments.results import read_rounds
+from orchestrator.bookkeeper import Bookkeeper
+from orchestrator.grid import load_grid
 from orchestrator.local import run_grid_locally
-from orchestrator.results import read_rounds
-from orchestrator.sinks import Sinks
-from orchestrator.tracking import Tracker, default_tracking_uri
 
 
 def trial_seconds(results: Path) -> float:
@@ -42,11 +41,11 @@ def main() -> None:
         for mode in ("ray", "in-process"):
             results = Path(tmp) / mode
             start = time.perf_counter()
-            sinks = Sinks(results, Tracker(default_tracking_uri(results), grid.name, results))
+            keeper = Bookkeeper.tracking(results, None, grid.name)
             if mode == "ray":
-                run_grid_on_ray(grid, results, sinks, report=quiet)
+                run_grid_on_ray(grid, keeper, report=quiet)
             else:
-                run_grid_locally(grid, results, sinks, report=quiet, round_progress=False)
+                run_grid_locally(grid, keeper, report=quiet, round_progress=False)
             rows.append((mode, time.perf_counter() - start, trial_seconds(results)))
         ray.shutdown()
     print(f"grid {grid.name}: {len(grid.trials())} trials, {args.cpus} CPUs, {grid.resources.cpus_per_trial} CPU/trial")

@@ -42,6 +42,7 @@ def real_pool_case(name: str) -> dict:
     from models.training import train_round
     from orchestrator.streams import generator
     from orchestrator.trial import TrialContext, build_networks, initial_state
+    from strategies import resolve_strategy
     from strategies.base import merge_shards
 
     dataset = load_dataset("cifar10", CIFAR10_SUBSET)
@@ -51,7 +52,7 @@ def real_pool_case(name: str) -> dict:
         model="small_cnn",
         regime_name="bench",
         regime=RegimeSpec(initial=200, query=200, subset=None, budget=400),
-        strategy=name,
+        strategy=resolve_strategy(name, {}, resolve_train(DEFAULTS["cifar10"].train, {"epochs": 2, "batch_size": 64})),
         seed=0,
         train=resolve_train(DEFAULTS["cifar10"].train, {"epochs": 2, "batch_size": 64}),
     )

@@ -18,9 +18,9 @@ from experiments.datasets import load_dataset
 from experiments.defaults import DEFAULTS, resolve_train
 from experiments.specs import DatasetSpec, RegimeSpec, TrialSpec
 from models.augment import Normalizer
-from orchestrator.query import query
 from orchestrator.shards import ShardPool
-from orchestrator.trial import TrialContext, build_networks
+from orchestrator.trial import TrialContext, build_networks, query
+from strategies import resolve_strategy
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         model=args.model,
         regime_name="bench",
         regime=RegimeSpec(initial=200, query=200, subset=args.subset, budget=400),
-        strategy=args.strategy,
+        strategy=resolve_strategy(args.strategy, {}, resolve_train(DEFAULTS["cifar10"].train, {"epochs": 1})),
         seed=0,
         train=resolve_train(DEFAULTS["cifar10"].train, {"epochs": 1}),
     )

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 
+import orchestrator.bookkeeper as bookkeeper_module
 import orchestrator.local as local
-import orchestrator.sinks as sinks_module
 import orchestrator.trial as trial_module
 from bench.environment import CIFAR10_SUBSET, machine_header, write_result
-from experiments.grid import load_grid
+from experiments.results import read_rounds
+from orchestrator.bookkeeper import Bookkeeper
+from orchestrator.grid import load_grid
 from orchestrator.local import run_grid_locally
-from orchestrator.results import read_rounds
-from orchestrator.sinks import Sinks
-from orchestrator.tracking import Tracker, default_tracking_uri
+from orchestrator.tracking import Tracker
 from strategies import STRATEGIES, build_strategy
 
 SECONDS: dict[str, float] = defaultdict(float)
@@ -54,8 +54,8 @@ def timers(strategy_names: list[str]):
         (trial_module, "train_round", "train"),
         (trial_module, "evaluate", "evaluate"),
         (local, "save_checkpoint", "checkpoint"),
-        (local, "write_entry", "ledger"),
-        (sinks_module, "write_rounds", "Parquet"),
+        (bookkeeper_module, "write_entry", "ledger"),
+        (bookkeeper_module, "write_rounds", "Parquet"),
         (Tracker, "log_rounds", "MLflow"),
         (Tracker, "set_status", "MLflow"),
         (Tracker, "run_for", "MLflow"),
@@ -144,13 +144,13 @@ def split(
     local_results = results / "in-process"
     start = time.perf_counter()
     with timers(list(grid.strategies)):
-        sinks = Sinks(local_results, Tracker(default_tracking_uri(local_results), grid.name, local_results))
-        run_grid_locally(grid, local_results, sinks, data_root=data_root, report=quiet, round_progress=False)
+        keeper = Bookkeeper.tracking(local_results, None, grid.name)
+        run_grid_locally(grid, keeper, data_root=data_root, report=quiet, round_progress=False)
     local_wall = time.perf_counter() - start
     steps = dict(SECONDS)
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     ray_results = results / "ray"
-    sinks = Sinks(ray_results, Tracker(default_tracking_uri(ray_results), grid.name, ray_results))
+    keeper = Bookkeeper.tracking(ray_results, None, grid.name)
     fit, fit_start = tune.Tuner.fit, []
 
     def timed_fit(self):
@@ -160,7 +160,7 @@ def split(
     tune.Tuner.fit = timed_fit
     try:
         start = time.time()
-        run_grid_on_ray(grid, ray_results, sinks, data_root=data_root, report=quiet)
+        run_grid_on_ray(grid, keeper, data_root=data_root, report=quiet)
         end = time.time()
     finally:
         tune.Tuner.fit = fit

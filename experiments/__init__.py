@@ -1,1 +1,2 @@
-"""Experiment definitions: datasets, their reference defaults, typed trial specs and grid files."""
+"""The vocabulary of albench (trial specs and their ids, errors, reference defaults, round records, the Parquet
+layout), the datasets, the grid files, and the reports that read results."""

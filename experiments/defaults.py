@@ -12,7 +12,7 @@ from typing import Any
 
 from experiments.specs import TrainSpec
 
-CIFAR_TRAIN = TrainSpec(epochs=200, batch_size=128, lr=0.1, lr_milestones=(160,), lpl_detach_epoch=120)
+CIFAR_TRAIN = TrainSpec(epochs=200, batch_size=128, lr=0.1, lr_milestones=(160,))
 
 
 @dataclass(frozen=True)
@@ -26,23 +26,23 @@ class DatasetDefaults:
 DEFAULTS: dict[str, DatasetDefaults] = {
     "digits": DatasetDefaults(
         model="small_cnn",
-        train=TrainSpec(epochs=30, batch_size=32, lr=0.05, lr_milestones=(24,), augment=False, lpl_detach_epoch=18),
+        train=TrainSpec(epochs=30, batch_size=32, lr=0.05, lr_milestones=(24,), augment=False),
     ),
     "cifar10": DatasetDefaults(model="resnet18", train=CIFAR_TRAIN),
     "cifar100": DatasetDefaults(model="resnet18", train=CIFAR_TRAIN),
     "svhn": DatasetDefaults(
         model="resnet18",
-        train=TrainSpec(epochs=200, batch_size=128, lr=0.01, lr_milestones=(40,), lpl_detach_epoch=120),
+        train=TrainSpec(epochs=200, batch_size=128, lr=0.01, lr_milestones=(40,)),
     ),
     "caltech101": DatasetDefaults(
         model="resnet18",
-        train=TrainSpec(epochs=50, batch_size=80, lr=0.01, lr_milestones=(40,), lpl_detach_epoch=30),
+        train=TrainSpec(epochs=50, batch_size=80, lr=0.01, lr_milestones=(40,)),
         image_size=32,
         test_fraction=1 / 3,  # the paper's ~5,800 / ~2,877
     ),
     "imagefolder": DatasetDefaults(
         model="resnet18",
-        train=TrainSpec(epochs=50, batch_size=128, lr=0.01, lr_milestones=(40,), lpl_detach_epoch=30),
+        train=TrainSpec(epochs=50, batch_size=128, lr=0.01, lr_milestones=(40,)),
         image_size=32,
         test_fraction=0.2,  # CDD: 8,591 / 2,142
     ),
@@ -50,18 +50,15 @@ DEFAULTS: dict[str, DatasetDefaults] = {
 
 
 def resolve_train(defaults: TrainSpec, overrides: dict[str, Any]) -> TrainSpec:
-    """The dataset's defaults with the grid's overrides applied.
+    """The dataset's defaults with the grid's overrides applied (the overrides are validated first).
 
-    Overriding `epochs` alone rescales the LR milestones and the LPL detach epoch by the same factor, so
-    `train: {epochs: 30}` is a shorter version of the reference schedule rather than one whose LR never
-    drops. Overriding those fields explicitly wins. The resolved values are part of the trial's spec.
+    Overriding `epochs` alone rescales the LR milestones by the same factor, so `train: {epochs: 30}` is a
+    shorter version of the reference schedule rather than one whose LR never drops. Overriding the milestones
+    explicitly wins. The resolved values are part of the trial's spec.
     """
-    merged = defaults.model_dump()
-    merged.update(overrides)
-    if "epochs" in overrides:
-        scale = overrides["epochs"] / defaults.epochs
-        if "lr_milestones" not in overrides:
-            merged["lr_milestones"] = tuple(max(1, round(m * scale)) for m in defaults.lr_milestones)
-        if "lpl_detach_epoch" not in overrides:
-            merged["lpl_detach_epoch"] = max(1, round(defaults.lpl_detach_epoch * scale))
-    return TrainSpec(**merged)
+    merged = TrainSpec.model_validate({**defaults.model_dump(), **overrides})  # every field typed and checked
+    if "epochs" in overrides and "lr_milestones" not in overrides:
+        scale = merged.epochs / defaults.epochs
+        milestones = tuple(max(1, round(m * scale)) for m in defaults.lr_milestones)
+        merged = merged.model_copy(update={"lr_milestones": milestones})
+    return merged

@@ -1,16 +1,26 @@
-"""Frozen, typed specs: what a trial is. A trial's id is a stable hash of its fully resolved spec.
+"""Frozen, typed specs: what a trial is, and its identity.
 
-Flow: grid file -> `experiments.grid.expand` -> TrialSpec (one per dataset x regime x strategy x seed)
+Flow: grid file -> `orchestrator.grid.Grid.trials()` -> TrialSpec (one per dataset x regime x strategy x seed)
 -> `orchestrator.trial.run_trial` -> RoundRecord per round -> Parquet row.
+
+A trial's id hashes a canonical form of exactly what determines its computation (see `canonical_form`):
+fields equal to their default are left out, so a new setting whose default reproduces today's behaviour
+leaves every existing id unchanged. Names (experiment, regime name, labels) never enter it, nor do
+resources, paths or bookkeeping, which live outside the spec.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+# Bumped only for a deliberate change of what an unchanged spec computes; it enters every id.
+SPEC_VERSION = 1
+
+SettingValue = bool | int | float | str | None
 
 
 class Frozen(BaseModel):
@@ -63,49 +73,71 @@ class TrainSpec(Frozen):
     momentum: float = Field(default=0.9, ge=0)
     weight_decay: float = Field(default=5e-4, ge=0)
     lr_milestones: tuple[int, ...] = ()  # epochs after which the LR is multiplied by lr_gamma
-    lr_gamma: float = 0.1
+    lr_gamma: float = Field(default=0.1, gt=0)
     augment: bool = True  # random crop with padding + horizontal flip, batched on the device
     crop_padding: int = Field(default=4, ge=0)
     hflip: bool = True
-    lpl_margin: float = 1.0  # Learning-Loss margin-ranking loss (LL4AL): margin xi
-    lpl_weight: float = 1.0  # ... and its weight lambda
-    lpl_detach_epoch: int = 120  # from the epoch after this one, the taps are detached from the backbone
     reinit_each_round: bool = False  # the references warm-start; re-initialising is an option
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the training forward (scoring stays fp32)
 
 
-class QuerySpec(Frozen):
-    """How the pool is scored; recorded so a result says which variant produced it."""
+class ScoringSpec(Frozen):
+    """The views every strategy scores: test-time by default, train-transform views if `score_augmented`."""
 
-    gradnorm_aggregate: Literal["layer_sum", "l2"] = "layer_sum"  # public code: sum of per-tensor norms
-    expected_top_k: PositiveInt | None = None  # exp_gradnorm: sum over the k likeliest classes only
-    score_augmented: bool = False  # score train-transform views (the LPLgrad SVHN script) instead of test views
-    score_batch_size: PositiveInt = 256  # chunk size of scoring: bounds its peak memory
-    fisher_mask_size: PositiveInt | None = None  # fishermask: K entries; None = last-layer weight + 1,024
-    fisher_mask_whole_last_layer: bool = True  # fishermask: the mask always keeps the whole last-layer weight
-    fisher_mask_samples: PositiveInt = 1024  # fishermask: random pool points of the Fisher-diagonal estimate
-    fisher_lambda: PositiveFloat = 1.0  # fishermask: the greedy's ridge (the reference's lamb)
+    score_augmented: bool = False  # the LPLgrad SVHN script; only where the trial trains with augmentation
+
+
+class StrategySpec(Frozen):
+    """A strategy and its own settings: those that differ from the strategy's defaults, resolved and validated
+    by `strategies.resolve_strategy`. `label` names the variant in results (e.g. 'bait(lam=0.01)')."""
+
+    name: str
+    settings: dict[str, SettingValue] = Field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def shown(self) -> str:
+        return self.label or self.name
 
 
 class TrialSpec(Frozen):
-    """Everything that determines a trial's results. The data root is not part of it: moving data changes nothing."""
+    """Everything that determines a trial's results, plus the names results are filed under."""
 
-    experiment: str
+    experiment: str  # the grid's name: a label, not part of the id
     dataset: DatasetSpec
     model: str
-    regime_name: str
+    regime_name: str  # a label, not part of the id
     regime: RegimeSpec
-    strategy: str
+    strategy: StrategySpec
     seed: int
     train: TrainSpec
-    query: QuerySpec = QuerySpec()
+    scoring: ScoringSpec = ScoringSpec()
 
     @property
     def trial_id(self) -> str:
-        """16 hex digits of the SHA-256 of the canonical JSON of the spec."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """16 hex digits of the SHA-256 of the canonical form."""
+        text = json.dumps(canonical_form(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def label(self) -> str:
-        return f"{self.dataset.name}/{self.regime_name}/{self.strategy}/seed{self.seed}"
+        return f"{self.dataset.name}/{self.regime_name}/{self.strategy.shown}/seed{self.seed}"
+
+
+def _without_defaults(model: Frozen) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_defaults=True)
+
+
+def canonical_form(spec: TrialSpec) -> dict[str, Any]:
+    """What a trial computes, as plain JSON values, with every field at its default left out."""
+    form = {
+        "spec_version": SPEC_VERSION,
+        "dataset": _without_defaults(spec.dataset),
+        "model": spec.model,
+        "regime": _without_defaults(spec.regime),
+        "seed": spec.seed,
+        "strategy": {"name": spec.strategy.name, **spec.strategy.settings},
+        "train": _without_defaults(spec.train),
+        "scoring": _without_defaults(spec.scoring),
+    }
+    return {key: value for key, value in form.items() if value != {}}

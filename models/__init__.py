@@ -1,4 +1,4 @@
-"""Backbones (a registry), the loss-prediction module, training and evaluation."""
+"""Backbones (a registry), training and evaluation. Every backbone returns a `ModelOutput`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Callable
 from torch import nn
 
 from experiments.errors import ConfigError
-from models.loss_prediction import LossPredictionModule
 from models.outputs import ModelOutput
 from models.resnet import ResNet18
 from models.small_cnn import SmallCNN
@@ -18,7 +17,7 @@ MODELS: dict[str, Callable[[int, int], nn.Module]] = {
 }
 MODEL_NAMES = tuple(sorted(MODELS))
 
-__all__ = ["MODELS", "MODEL_NAMES", "ModelOutput", "build_model", "LossPredictionModule", "tap_channels"]
+__all__ = ["MODELS", "MODEL_NAMES", "ModelOutput", "build_model", "tap_channels"]
 
 
 def build_model(name: str, n_classes: int, in_channels: int) -> nn.Module:
@@ -28,7 +27,7 @@ def build_model(name: str, n_classes: int, in_channels: int) -> nn.Module:
 
 
 def tap_channels(backbone: nn.Module, image_shape: tuple[int, int, int]) -> list[int]:
-    """Channel counts of the four taps, read off one forward pass (so the module fits any backbone)."""
+    """Channel counts of the four taps, read off one forward pass (so a tap-reading network fits any backbone)."""
     import torch
 
     was_training = backbone.training

@@ -1,18 +1,39 @@
-"""What a strategy asks of training: plain cross-entropy, or cross-entropy plus the loss-prediction module."""
+"""What a round's training minimises. The default is plain cross-entropy on the backbone's logits.
+
+A strategy that trains networks of its own (the loss-prediction module of LearningLoss and LPLgrad) brings
+an objective that also trains them; training never names them, it only follows the objective.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import torch
+import torch.nn.functional as F
+
+from models.networks import Networks
+from models.outputs import ModelOutput
 
 
-@dataclass(frozen=True)
 class Objective:
-    loss_prediction: bool = False  # train a LossPredictionModule jointly (LL4AL margin-ranking loss)
-    module_lr_decay: bool = True  # LL4AL decays the module's LR with the backbone's; LPLgrad's code never does
+    """Cross-entropy. Subclasses add terms for the strategy's own networks and say whose LR follows the schedule."""
 
-    @property
-    def name(self) -> str:
-        return "ce+lpl" if self.loss_prediction else "ce"
+    name = "ce"
+
+    def loss(self, nets: Networks, out: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The mean loss of one batch at `epoch` (0-based)."""
+        return F.cross_entropy(out.logits, labels, reduction="none").mean()
+
+    def lr_follows_schedule(self, network: str) -> bool:
+        """Whether an auxiliary network's LR steps down with the backbone's (the backbone's always does)."""
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(vars(self).items()))))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 CROSS_ENTROPY = Objective()

@@ -1,4 +1,4 @@
-"""The interface every backbone shares, so strategies and the loss-prediction module fit any of them."""
+"""The interface every backbone shares, so strategies and the networks they train fit any of them."""
 
 from __future__ import annotations
 
@@ -13,4 +13,4 @@ class ModelOutput:
 
     logits: torch.Tensor  # [B, n_classes]
     embedding: torch.Tensor  # [B, d]: penultimate features (coreset, BADGE)
-    taps: list[torch.Tensor]  # the four stage outputs [B, C_i, H_i, W_i]: the loss-prediction inputs
+    taps: list[torch.Tensor]  # the four stage outputs [B, C_i, H_i, W_i]: what tap-reading networks see

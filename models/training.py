@@ -12,25 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from experiments.errors import DivergedError
 from experiments.specs import TrainSpec
 from models.augment import Normalizer, random_crop_and_flip
-from models.loss_prediction import loss_prediction_loss
+from models.networks import BACKBONE, Networks
 from models.objective import Objective
-
-
-@dataclass
-class Networks:
-    """The trainable parts of a trial: the backbone and, for `ce+lpl`, the loss-prediction module."""
-
-    backbone: nn.Module
-    loss_module: nn.Module | None = None
-
-    def modules(self) -> list[nn.Module]:
-        return [m for m in (self.backbone, self.loss_module) if m is not None]
 
 
 @dataclass(frozen=True)
@@ -45,22 +32,13 @@ def lr_at(epoch: int, train: TrainSpec, decays: bool = True) -> float:
     return train.lr * train.lr_gamma**passed
 
 
-def _optimizer(nets: Networks, train: TrainSpec) -> torch.optim.SGD:
-    groups = [{"params": list(nets.backbone.parameters()), "decays": True}]
-    if nets.loss_module is not None:
-        groups.append({"params": list(nets.loss_module.parameters()), "decays": None})
+def _optimizer(nets: Networks, train: TrainSpec, objective: Objective) -> torch.optim.SGD:
+    """One parameter group per network, the backbone first; each remembers whether its LR follows the schedule."""
+    groups = [
+        {"params": list(module.parameters()), "decays": name == BACKBONE or objective.lr_follows_schedule(name)}
+        for name, module in nets.named().items()
+    ]
     return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-
-
-def _batch_loss(nets: Networks, x: torch.Tensor, y: torch.Tensor, train: TrainSpec, detach_taps: bool) -> torch.Tensor:
-    out = nets.backbone(x)
-    per_sample = F.cross_entropy(out.logits, y, reduction="none")  # [B]
-    loss = per_sample.mean()
-    if nets.loss_module is not None:
-        taps = [t.detach() for t in out.taps] if detach_taps else out.taps
-        predicted = nets.loss_module(taps)
-        loss = loss + train.lpl_weight * loss_prediction_loss(predicted, per_sample, train.lpl_margin)
-    return loss
 
 
 def train_round(
@@ -75,12 +53,10 @@ def train_round(
     augment: torch.Generator,
 ) -> TrainStats:
     """Trains `nets` in place on the labeled set for `train.epochs` epochs."""
-    optimizer = _optimizer(nets, train)
-    for group in optimizer.param_groups:
-        group["decays"] = True if group["decays"] else objective.module_lr_decay
+    optimizer = _optimizer(nets, train, objective)
     labeled_t = torch.as_tensor(np.sort(labeled), dtype=torch.long)
     device = images.device
-    for module in nets.modules():
+    for module in nets.named().values():
         module.train()
         module.to(memory_format=torch.channels_last)  # NHWC convs: 1.25x on the small CNN on CPU (bench/train.py)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train.precision == "bf16")
@@ -97,7 +73,7 @@ def train_round(
                 x = random_crop_and_flip(x, train.crop_padding, train.hflip, augment)
             x = normalize(x).contiguous(memory_format=torch.channels_last)
             with autocast:
-                loss = _batch_loss(nets, x, labels[batch], train, detach_taps=epoch > train.lpl_detach_epoch)
+                loss = objective.loss(nets, nets.backbone(x), labels[batch], epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -108,6 +84,6 @@ def train_round(
                 f"training diverged: the mean loss of epoch {epoch} is {epoch_loss} (lr {lr_at(epoch, train)}, "
                 f"{len(labeled)} labeled images). Lower train.lr in the grid, or check the data normalisation."
             )
-    for module in nets.modules():  # scoring and evaluation see the layout they are tested with
+    for module in nets.named().values():  # scoring and evaluation see the layout they are tested with
         module.to(memory_format=torch.contiguous_format)
     return TrainStats(epochs=train.epochs, final_loss=epoch_loss)

@@ -1,1 +1,1 @@
-"""Runs trials: the round loop, checkpoints, result sinks and the command line."""
+"""Runs grids: their expansion to trials, the round loop, checkpoints, the bookkeeper, the runners and the CLI."""

@@ -18,10 +18,22 @@ import pyarrow.fs as pafs
 import torch
 
 from experiments.errors import CheckpointError
-from orchestrator.records import RoundRecord, TrialState
+from experiments.records import RoundRecord
+from models.networks import BACKBONE, Weights
+from orchestrator.records import TrialState
+from strategies.loss_prediction import MODULE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: albench <= 17506af, with the loss-prediction module in a slot of its own
 STATE_FILE, RECORDS_FILE = "state.pt", "records.json"
+
+
+def weights_of_format_1(payload: dict) -> Weights:
+    """Format 1 (albench <= 17506af) kept the loss-prediction module in a slot of its own: it is that strategy
+    family's network now."""
+    weights: Weights = {BACKBONE: payload["backbone"]}
+    if payload.get("loss_module") is not None:
+        weights[MODULE] = payload["loss_module"]
+    return weights
 
 
 def write_checkpoint_dir(state: TrialState, directory: str | os.PathLike) -> None:
@@ -32,8 +44,7 @@ def write_checkpoint_dir(state: TrialState, directory: str | os.PathLike) -> Non
         "format": FORMAT_VERSION,
         "trial_id": state.trial_id,
         "labeled_round": state.labeled_round,
-        "backbone": state.backbone,
-        "loss_module": state.loss_module,
+        "weights": state.weights,
     }
     torch.save(payload, directory / STATE_FILE)
     records = {"trial_id": state.trial_id, "records": [r.to_dict() for r in state.records], "extra": state.extra}
@@ -74,30 +85,35 @@ def _corrupt(uri: str, error: Exception) -> CheckpointError:
     )
 
 
-def read_records(uri: str, trial_id: str) -> tuple[list[RoundRecord], dict[str, str]]:
-    """The records and extras of a checkpoint, without its weights (what the result sinks need)."""
+def _check_owner(uri: str, found: str, trial_id: str, legacy_id: str | None) -> None:
+    if found not in (trial_id, legacy_id):
+        raise CheckpointError(f"checkpoint {uri} belongs to trial {found}, not {trial_id}; remove it")
+
+
+def read_records(uri: str, trial_id: str, legacy_id: str | None = None) -> tuple[list[RoundRecord], dict[str, str]]:
+    """The records and extras of a checkpoint, without its weights (what the result sinks need).
+
+    `legacy_id`: the id an older albench gave the same trial, which its checkpoints still carry."""
     try:
         data = json.loads(_read(uri, RECORDS_FILE))
         records = [RoundRecord.from_dict(r) for r in data["records"]]
     except Exception as error:
         raise _corrupt(uri, error) from error
-    if data["trial_id"] != trial_id:
-        raise CheckpointError(f"checkpoint {uri} belongs to trial {data['trial_id']}, not {trial_id}; remove it")
+    _check_owner(uri, data["trial_id"], trial_id, legacy_id)
     return records, dict(data.get("extra", {}))
 
 
-def load_checkpoint(uri: str, trial_id: str) -> TrialState:
-    """The full TrialState of a checkpoint directory."""
-    records, extra = read_records(uri, trial_id)
+def load_checkpoint(uri: str, trial_id: str, legacy_id: str | None = None) -> TrialState:
+    """The full TrialState of a checkpoint directory, under `trial_id` (also when written under `legacy_id`)."""
+    records, extra = read_records(uri, trial_id, legacy_id)
     try:
         payload = torch.load(io.BytesIO(_read(uri, STATE_FILE)), map_location="cpu", weights_only=True)
+        if payload.get("format") == 1:
+            payload = {**payload, "format": FORMAT_VERSION, "weights": weights_of_format_1(payload)}
         if payload.get("format") != FORMAT_VERSION:
             raise ValueError(f"format {payload.get('format')!r}, expected {FORMAT_VERSION}")
-        state = TrialState(
-            payload["trial_id"], payload["labeled_round"], payload["backbone"], payload["loss_module"], records, extra
-        )
+        found, labeled_round, weights = payload["trial_id"], payload["labeled_round"], payload["weights"]
     except Exception as error:
         raise _corrupt(uri, error) from error
-    if state.trial_id != trial_id:
-        raise CheckpointError(f"checkpoint {uri} belongs to trial {state.trial_id}, not {trial_id}; remove it")
-    return state
+    _check_owner(uri, found, trial_id, legacy_id)
+    return TrialState(trial_id, labeled_round, weights, records, extra)

@@ -23,52 +23,42 @@ def _device(choice: str) -> str:
     return choice
 
 
-def _sinks(results: Path, tracking_uri: str | None, experiment: str):
-    from orchestrator.sinks import Sinks
-
-    if tracking_uri == "none":
-        return Sinks(results, None), None
-    from orchestrator.tracking import Tracker, default_tracking_uri
-
-    uri = tracking_uri or default_tracking_uri(results)
-    results.mkdir(parents=True, exist_ok=True)
-    return Sinks(results, Tracker(uri, experiment, results)), uri
-
-
 def cmd_run(args: argparse.Namespace) -> None:
-    from experiments.grid import load_grid
+    from experiments.results import read_rounds
     from experiments.summary import format_accuracy_tables
-    from orchestrator.results import read_rounds
+    from orchestrator.bookkeeper import Bookkeeper
+    from orchestrator.grid import load_grid
 
     grid = load_grid(args.grid)
     results = Path(args.results) if args.results else Path("results") / grid.name
     start = time.perf_counter()
-    sinks, uri = _sinks(results, args.tracking_uri, grid.name)  # the store exists before any trial starts
+    keeper = Bookkeeper.tracking(results, args.tracking_uri, grid.name)  # the store exists before any trial starts
+    uri = keeper.tracking_uri
     say(f"grid '{grid.name}': {len(grid.trials())} trials; results in {results}")
     if args.in_process:
         from orchestrator.local import run_grid_locally
 
         entries = run_grid_locally(
             grid,
-            results,
-            sinks,
+            keeper,
             data_root=args.data_root,
             device=_device(args.device),
             report=say,
             round_progress=args.progress == "rounds",
+            set_aside_old=args.set_aside_old,
         )
     else:
         from orchestrator.ray_runner import run_grid_on_ray
 
         entries = run_grid_on_ray(
             grid,
-            results,
-            sinks,
+            keeper,
             address=args.address,
             data_root=args.data_root,
             max_failures=args.max_failures,
             storage_path=args.storage_path,
             report=say,
+            set_aside_old=args.set_aside_old,
         )
     rounds = read_rounds(results)
     say(f"\n{format_accuracy_tables(rounds[rounds['experiment'] == grid.name])}")
@@ -77,8 +67,10 @@ def cmd_run(args: argparse.Namespace) -> None:
         say(f"MLflow UI: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
     elif uri:
         say(f"MLflow: experiment '{grid.name}' at {uri}")
-    failed = [e for e in entries if e.status == "failed"]
-    unfinished = [e for e in entries if e.status in ("pending", "running")]
+    from orchestrator.ledger import TrialStatus
+
+    failed = [e for e in entries if e.status == TrialStatus.FAILED]
+    unfinished = [e for e in entries if e.status in (TrialStatus.PENDING, TrialStatus.RUNNING)]
     if failed:
         lines = "\n  ".join(f"{e.label} (trial {e.trial_id}): {e.error}" for e in failed)
         raise AlbenchError(f"{len(failed)} of {len(entries)} trials failed; the others completed:\n  {lines}")
@@ -87,25 +79,26 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from orchestrator.ledger import read_all
+    from orchestrator.ledger import TrialStatus, read_all
 
     entries = read_all(Path(args.results))
     if not entries:
         raise AlbenchError(f"no trials in {args.results} (expected {Path(args.results) / 'trials'}/*.json)")
-    order = {"running": 0, "failed": 1, "pending": 2, "done": 3}
+    order = {TrialStatus.RUNNING: 0, TrialStatus.FAILED: 1, TrialStatus.PENDING: 2, TrialStatus.DONE: 3}
     say(f"{'status':8} {'rounds':>7}  {'trial':16}  label")
-    for e in sorted(entries, key=lambda e: (order.get(e.status, 9), e.label)):
+    for e in sorted(entries, key=lambda e: (order[e.status], e.label)):
         say(
             f"{e.status:8} {e.rounds_done:>3}/{e.n_rounds:<3}  {e.trial_id:16}  {e.label}"
             + (f"  -- {e.error}" if e.error else "")
+            + ("  (written by an older albench: the next run carries it over)" if not e.spec_version else "")
         )
     counts = {s: sum(e.status == s for e in entries) for s in order}
     say(", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {sum(e.rounds_done for e in entries)} rounds done")
 
 
 def cmd_table(args: argparse.Namespace) -> None:
+    from experiments.results import read_rounds
     from experiments.summary import format_accuracy_tables
-    from orchestrator.results import read_rounds
 
     results = Path(args.results)
     if not (results / "rounds").is_dir():
@@ -134,8 +127,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from experiments.cost import format_cost
-    from experiments.grid import load_grid
+    from orchestrator.cost import format_cost
+    from orchestrator.grid import load_grid
 
     say(format_cost(load_grid(args.grid), args.train_ips))
 
@@ -143,9 +136,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
 def cmd_list(args: argparse.Namespace) -> None:
     from experiments.datasets import DATASET_NAMES
     from models import MODEL_NAMES
-    from strategies import STRATEGY_NAMES
+    from strategies import STRATEGY_NAMES, settings_of
 
-    say("strategies:", ", ".join(STRATEGY_NAMES))
+    say("strategies and their settings (set per strategy in a grid: {name: bait, lam: 0.01}):")
+    for name in STRATEGY_NAMES:
+        say(f"  {name:17} {settings_of(name).describe()}")
     say("datasets:  ", ", ".join(DATASET_NAMES))
     say("models:    ", ", ".join(MODEL_NAMES))
 
@@ -164,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--in-process", action="store_true", help="run the trials one by one in this process, no Ray")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="with --in-process")
     run.add_argument("--progress", default="rounds", choices=["rounds", "trials"], help="with --in-process")
+    run.add_argument(
+        "--set-aside-old",
+        action="store_true",
+        help="move trials of an older albench that cannot be carried over to RESULTS/set-aside/ and run the grid",
+    )
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="list the trials of a results folder: done, running, failed, pending")
     status.add_argument("--results", required=True)

@@ -1,8 +1,8 @@
-"""The driver's record of every trial of a results folder: RESULTS/trials/<trial_id>.json.
+"""The ledger of a results folder: RESULTS/trials/<trial_id>.json, one small JSON file per trial.
 
-One small JSON file per trial, replaced atomically, says where the trial stands (pending, running, done,
-failed with its error), how many rounds it completed, where its latest checkpoint is and which MLflow run
-is its own. The driver alone writes it; `albench status` reads it; a rerun resumes from it.
+Each entry says where its trial stands (a `TrialStatus`), how many rounds it completed, where its latest
+checkpoint is, which MLflow run is its own, and the spec it computes (so a later albench can carry it over).
+Entries are replaced atomically. `orchestrator.bookkeeper` alone writes them; `albench status` reads them.
 """
 
 from __future__ import annotations
@@ -10,9 +10,18 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 TRIALS_DIR = "trials"
+
+
+class TrialStatus(StrEnum):
+    PENDING = "pending"  # planned, or interrupted: the next run resumes it from its checkpoint
+    RUNNING = "running"
+    DONE = "done"  # every round recorded; never run again
+    FAILED = "failed"  # stopped on an error no retry can fix (its message is kept); the next run retries it
 
 
 @dataclass
@@ -21,12 +30,20 @@ class TrialEntry:
     label: str  # dataset/regime/strategy/seedN
     experiment: str
     n_rounds: int
-    status: str = "pending"  # pending | running | done | failed
+    status: TrialStatus = TrialStatus.PENDING
     rounds_done: int = 0
-    checkpoint: str | None = None  # URI of the latest checkpoint directory
+    checkpoint: str | None = None  # the latest checkpoint: relative to the results folder when inside it, else a URI
     mlflow_run_id: str | None = None
     error: str = ""
     nodes: list[str] = field(default_factory=list)  # the Ray nodes it ran on, in order
+    spec_version: int = 0
+    spec: str = ""  # the TrialSpec as JSON
+    legacy_id: str | None = None  # the id albench <= 17506af gave it; its checkpoints may still carry that id
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrialEntry:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "status": TrialStatus(known.get("status", TrialStatus.PENDING))})
 
 
 def entry_path(results: Path, trial_id: str) -> Path:
@@ -35,7 +52,17 @@ def entry_path(results: Path, trial_id: str) -> Path:
 
 def read_entry(results: Path, trial_id: str) -> TrialEntry | None:
     path = entry_path(results, trial_id)
-    return TrialEntry(**json.loads(path.read_text())) if path.exists() else None
+    return TrialEntry.from_json(json.loads(path.read_text())) if path.exists() else None
+
+
+def raw_entries(results: Path) -> list[dict[str, Any]]:
+    """Every entry as stored, whichever albench wrote it."""
+    folder = Path(results) / TRIALS_DIR
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def read_all(results: Path) -> list[TrialEntry]:
+    return [TrialEntry.from_json(data) for data in raw_entries(results)]
 
 
 def write_entry(results: Path, entry: TrialEntry) -> None:
@@ -46,6 +73,5 @@ def write_entry(results: Path, entry: TrialEntry) -> None:
     os.replace(tmp, path)
 
 
-def read_all(results: Path) -> list[TrialEntry]:
-    folder = Path(results) / TRIALS_DIR
-    return [TrialEntry(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+def remove_entry(results: Path, trial_id: str) -> None:
+    entry_path(results, trial_id).unlink(missing_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from orchestrator.ledger import TrialEntry
+from orchestrator.ledger import TrialEntry, TrialStatus
 
 
 def _duration(seconds: float) -> str:
@@ -26,16 +26,18 @@ class Progress:
         self.last_print = 0.0
 
     def line(self) -> str:
-        counts = {s: sum(e.status == s for e in self.entries) for s in ("done", "running", "failed", "pending")}
+        counts = {s: sum(e.status == s for e in self.entries) for s in TrialStatus}
         rounds = sum(e.rounds_done for e in self.entries)
         total = sum(e.n_rounds for e in self.entries)
         elapsed = time.monotonic() - self.start
         new = rounds - self.rounds_at_start
-        remaining = sum(e.n_rounds - e.rounds_done for e in self.entries if e.status in ("running", "pending"))
+        unfinished = (TrialStatus.RUNNING, TrialStatus.PENDING)
+        remaining = sum(e.n_rounds - e.rounds_done for e in self.entries if e.status in unfinished)
         eta = _duration(elapsed / new * remaining) if new else "?"
         return (
-            f"[{_duration(elapsed)}] trials: {counts['done']} done, {counts['running']} running, "
-            f"{counts['failed']} failed, {counts['pending']} pending | rounds {rounds}/{total} | ETA {eta}"
+            f"[{_duration(elapsed)}] trials: {counts[TrialStatus.DONE]} done, {counts[TrialStatus.RUNNING]} running, "
+            f"{counts[TrialStatus.FAILED]} failed, {counts[TrialStatus.PENDING]} pending | "
+            f"rounds {rounds}/{total} | ETA {eta}"
         )
 
     def maybe_print(self, force: bool = False) -> None:

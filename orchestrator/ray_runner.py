@@ -3,144 +3,56 @@
 Tune cannot add trials to a restored experiment, so every `albench run` starts a fresh Tune run holding only
 the trials that still have rounds to do, each resuming from the checkpoint its ledger entry names. Within a
 run, Tune retries a failed trial (a killed worker, a lost node) from its latest checkpoint (`--max-failures`).
-The driver writes every sink, from the callback below, as each checkpoint is persisted.
+This module only schedules: its trainable (`train_trial`, at the end) runs `run_trial` in an actor and reports
+a checkpoint per round; a Tune callback (`orchestrator.ray_cluster`) hands each event to the bookkeeper.
+It never touches the results folder or the tracking store from a worker.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-import pyarrow.fs as pafs
+import ray
+import torch
+from ray import tune
 
-from experiments.cost import trial_work
-from experiments.errors import ConfigError
-from experiments.grid import Grid, ResourcesSpec
-from orchestrator.checkpoint import read_records
+from experiments.datasets import Dataset
+from experiments.errors import AlbenchError
+from experiments.specs import TrialSpec
+from orchestrator.bookkeeper import Bookkeeper
+from orchestrator.checkpoint import load_checkpoint, write_checkpoint_dir
+from orchestrator.cost import trial_work
+from orchestrator.grid import Grid
 from orchestrator.inputs import dataset_key, load_datasets, save_splits
-from orchestrator.ledger import TrialEntry, write_entry
-from orchestrator.plan import Planned, plan
+from orchestrator.ledger import TrialEntry
 from orchestrator.progress import Progress
-from orchestrator.sinks import Sinks
-
-ALBENCH_ERROR = "albench_error"  # a result key: the trial stopped on a user error (no retry can fix it)
-
-
-def checkpoint_uri(checkpoint) -> str:
-    """A URI for a Tune checkpoint that pyarrow (and so a later run, or another node) can open."""
-    if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
-        return checkpoint.path
-    return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"
-
-
-def error_of(trial) -> str:
-    """The last line of a failed trial's error (the exception and its message)."""
-    try:
-        text = str(trial.get_error())
-    except Exception:
-        text = Path(trial.error_file).read_text() if trial.error_file else "unknown error"
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
-
-
-def make_callback(planned: dict[str, Planned], sinks: Sinks, progress: Progress, report: Callable[[str], None]):
-    from ray import tune
-
-    class GridCallback(tune.Callback):
-        """Driver-side: ledger, Parquet and MLflow follow each trial's checkpoints and status changes."""
-
-        def _item(self, trial) -> Planned:
-            return planned[trial.config["trial"]["trial_id"]]
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            sinks.set_status(self._item(trial).entry, "running")
-            progress.maybe_print(force=True)
-
-        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-            item = self._item(trial)
-            uri = checkpoint_uri(checkpoint)
-            records, extra = read_records(uri, item.spec.trial_id)
-            item.entry.checkpoint, item.entry.rounds_done = uri, len(records)
-            if extra.get("node") and extra["node"] not in item.entry.nodes[-1:]:
-                item.entry.nodes.append(extra["node"])
-            write_entry(sinks.results, item.entry)
-            sinks.project(item.spec, item.entry, records, extra.get("device", ""))
-            progress.maybe_print()
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get(ALBENCH_ERROR):
-                sinks.set_status(self._item(trial).entry, "failed", result[ALBENCH_ERROR])
-
-        def on_trial_recover(self, iteration, trials, trial, **info):
-            item = self._item(trial)
-            report(f"{item.spec.label}: failed ({error_of(trial)}); retrying from round {item.entry.rounds_done + 1}")
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            item = self._item(trial)
-            if item.entry.status != "failed":
-                sinks.set_status(item.entry, "done" if item.complete else "pending")
-            report(f"{item.spec.label}: {item.entry.status} ({item.entry.rounds_done}/{item.entry.n_rounds} rounds)")
-            progress.maybe_print(force=True)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            item = self._item(trial)
-            sinks.set_status(item.entry, "failed", error_of(trial))
-            report(f"{item.spec.label}: FAILED: {item.entry.error}")
-            progress.maybe_print(force=True)
-
-        def on_step_begin(self, iteration, trials, **info):
-            progress.maybe_print()
-
-    return GridCallback()
-
-
-def connect(address: str | None) -> None:
-    """Joins the cluster at `address`, or starts a local Ray instance (no-op if this process is connected)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-
-
-def trial_bundle(resources: ResourcesSpec) -> dict[str, float]:
-    """One bundle: a GPU per trial where the cluster has GPUs (as the grid asks), else CPUs only."""
-    import ray
-
-    cluster = ray.cluster_resources()
-    if resources.cpus_per_trial > cluster.get("CPU", 0):
-        raise ConfigError(
-            f"resources.cpus_per_trial = {resources.cpus_per_trial} but the cluster has {cluster.get('CPU', 0)} CPUs; "
-            "lower it in the grid"
-        )
-    bundle = {"CPU": resources.cpus_per_trial}
-    if cluster.get("GPU", 0) > 0 and resources.gpus_per_trial > 0:
-        bundle["GPU"] = resources.gpus_per_trial
-    return bundle
+from orchestrator.provenance import device_name
+from orchestrator.ray_cluster import ALBENCH_ERROR, connect, make_callback, trial_bundle
+from orchestrator.records import TrialState
+from orchestrator.shards import ShardPool, local_device
+from orchestrator.trial import run_trial, trial_threads
+from strategies.scoring_heap import set_scoring_heap
 
 
 def run_grid_on_ray(
     grid: Grid,
-    results: str | Path,
-    sinks: Sinks,
+    keeper: Bookkeeper,
     *,
     address: str | None = None,
     data_root: str | None = None,
     max_failures: int = 2,
     storage_path: str | None = None,
     report: Callable[[str], None] = print,
+    set_aside_old: bool = False,
 ) -> list[TrialEntry]:
-    from ray import tune
-
-    from orchestrator.ray_trial import train_trial
-
-    results = Path(results)
     specs = grid.trials()
     datasets = load_datasets(specs, data_root or grid.data_root)
-    save_splits(results, datasets)
-    planned = {p.spec.trial_id: p for p in plan(specs, results, sinks, report)}
+    save_splits(keeper.results, datasets)
+    keeper.carry_over(report, set_aside_old)
+    planned = {p.spec.trial_id: p for p in keeper.plan(specs, report)}
     pending = [p for p in planned.values() if not p.complete]
     # longest first (Tune starts them in this order): the run ends on short trials, not on one long one alone
     pending.sort(
@@ -162,17 +74,19 @@ def run_grid_on_ray(
             "trial_id": p.spec.trial_id,
             "spec": p.spec.model_dump_json(),
             "dataset_key": dataset_key(p.spec),
-            "resume_from": p.entry.checkpoint,
+            "resume_from": keeper.checkpoint_of(p.entry),
+            "legacy_id": p.entry.legacy_id,
             "mlflow_run_id": p.entry.mlflow_run_id,
             "scoring_shards": n_shards,
             "scoring_heap": grid.resources.scoring_heap,
+            "score_batch_size": grid.resources.score_batch_size,
             "bundle": bundle,
         }
         for p in pending
     ]
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables; the progress line is ours
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # one save per round
-    storage = storage_path or str((results / "tune").resolve())
+    storage = storage_path or str((keeper.results / "tune").resolve())
     progress = Progress(entries, report)
     tuner = tune.Tuner(
         trainable,
@@ -187,13 +101,86 @@ def run_grid_on_ray(
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[make_callback(planned, sinks, progress, report)],
+            callbacks=[make_callback(planned, keeper, progress, report)],
             verbose=0,
         ),
     )
-    tuner.fit()
-    for p in pending:  # interrupted before its last round: pending again for the next run
-        if p.entry.status == "running":
-            sinks.set_status(p.entry, "pending")
+    try:
+        tuner.fit()
+    finally:
+        keeper.release(pending)  # interrupted before its last round: pending again for the next run
     progress.maybe_print(force=True)
     return entries
+
+
+# -- the trainable: one trial in one Ray actor, reporting a checkpoint after every round
+
+
+def _resume_state(spec: TrialSpec, config: dict) -> TrialState | None:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # Tune is retrying this trial within the current run
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint(directory, spec.trial_id)
+    if config.get("resume_from"):  # an earlier run of the grid got this far
+        return load_checkpoint(config["resume_from"], spec.trial_id, config.get("legacy_id"))
+    return None
+
+
+def train_trial(config: dict, datasets: dict[str, Dataset]) -> None:
+    """config: spec (JSON), dataset_key, resume_from (checkpoint URI or None), legacy_id, mlflow_run_id,
+    scoring_shards, scoring_heap, score_batch_size, bundle."""
+    config = config.get("trial", config)
+    spec = TrialSpec.model_validate_json(config["spec"])
+    dataset = datasets[config["dataset_key"]]
+    torch.set_num_threads(trial_threads(config["bundle"].get("CPU", 1)))
+    heap = config.get("scoring_heap", "fast")
+    set_scoring_heap(heap)
+    device, started_at = local_device(), time.time()
+    hardware = device_name(device)
+    placement = {  # where this attempt runs: kept with the state, shown in the ledger
+        "node": ray.get_runtime_context().get_node_id(),
+        "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "started_at": str(started_at),
+    }
+
+    def on_round(state: TrialState) -> None:
+        state.extra.update(device=hardware, mlflow_run_id=config.get("mlflow_run_id") or "", **placement)
+        state.extra["reported_at"] = str(time.time())
+        last = state.records[-1]
+        metrics = {
+            "round": last.round,
+            "n_labeled": last.n_labeled,
+            "test_accuracy": last.test_accuracy,
+            "rounds_done": state.rounds_done,
+            "train_seconds": last.train_seconds,
+            "eval_seconds": last.eval_seconds,
+            "query_seconds": last.query_seconds,
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            write_checkpoint_dir(state, directory)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    n_shards = int(config.get("scoring_shards", 1))
+    pool = None
+    if n_shards > 1:
+        from models.augment import Normalizer
+
+        normalize = Normalizer(dataset.mean, dataset.std)
+        pool = ShardPool(spec, dataset.train_images, normalize, dataset.n_classes, n_shards, config["bundle"], heap)
+    try:
+        run_trial(
+            spec,
+            dataset,
+            device=device,
+            state=_resume_state(spec, config),
+            on_round=on_round,
+            n_shards=n_shards,
+            score_batch_size=int(config["score_batch_size"]),
+            map_shards=pool,
+        )
+    except AlbenchError as error:  # deterministic (divergence, a corrupt checkpoint): a retry would fail alike
+        tune.report({ALBENCH_ERROR: f"{type(error).__name__}: {error}", "rounds_done": -1})
+    finally:
+        if pool is not None:
+            pool.close()

@@ -1,7 +1,8 @@
 """Sharded pool scoring inside a trial's placement group: shard 0 in the trial's own process, the rest on actors.
 
 Each actor receives the trial's train images once, through the object store, when it is created; per round
-it receives only the weights (one object shared by all actors), its shard's pool indices and the strategy.
+it receives only the weights of the trial's networks (one object shared by all actors), its shard's pool
+indices and the strategy.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import torch
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from experiments.specs import TrialSpec
-from models import LossPredictionModule, build_model, tap_channels
+from models import build_model
 from models.augment import Normalizer
-from strategies import Strategy
+from models.networks import Networks, Weights
+from strategies import Strategy, build_strategy
 from strategies.base import ScoringInputs, ShardResult
 from strategies.scoring_heap import ScoringHeap, run_scoring, set_scoring_heap
 
@@ -26,7 +28,7 @@ def local_device() -> str:
 
 @ray.remote
 class ScoringShard:
-    """Holds the pool images and a copy of the trial's networks; scores the shards it is sent."""
+    """Holds the pool images and a copy of the trial's networks (the backbone and the strategy's own)."""
 
     def __init__(
         self, spec_json: str, images: torch.Tensor, normalize: Normalizer, n_classes: int, heap: ScoringHeap
@@ -36,30 +38,25 @@ class ScoringShard:
         self.device = local_device()
         self.images = images.to(self.device)
         image_shape = tuple(images.shape[1:])
-        self.backbone = build_model(spec.model, n_classes, image_shape[0]).to(self.device)
-        self.loss_module = LossPredictionModule(tap_channels(self.backbone, image_shape)).to(self.device)
+        backbone = build_model(spec.model, n_classes, image_shape[0])
+        networks = build_strategy(spec.strategy).auxiliary_networks
+        auxiliary = {name: build(backbone, image_shape).to(self.device) for name, build in networks.items()}
+        self.nets = Networks(backbone.to(self.device), auxiliary)
         self.normalize = normalize
 
-    def score(self, strategy: Strategy, weights: tuple, pool_indices: np.ndarray, options: dict, b: int) -> ShardResult:
-        backbone_state, module_state = weights
-        self.backbone.load_state_dict(backbone_state)
-        loss_module = None
-        if module_state is not None:
-            self.loss_module.load_state_dict(module_state)
-            loss_module = self.loss_module
+    def score(
+        self, strategy: Strategy, weights: Weights, pool_indices: np.ndarray, options: dict, b: int
+    ) -> ShardResult:
+        self.nets.load(weights)
         inputs = ScoringInputs(
-            self.backbone,
-            loss_module,
+            self.nets.backbone,
             self.images[torch.as_tensor(pool_indices)],
             pool_indices,
             self.normalize,
+            networks=self.nets.auxiliary,
             **options,
         )
         return run_scoring(lambda: strategy.reduce(strategy.score(inputs), b))
-
-
-def _cpu(module: torch.nn.Module | None) -> dict | None:
-    return None if module is None else {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 class ShardPool:
@@ -89,7 +86,7 @@ class ShardPool:
         ]
 
     def __call__(self, strategy: Strategy, shards: list[ScoringInputs], b: int) -> list[ShardResult]:
-        weights = ray.put((_cpu(shards[0].backbone), _cpu(shards[0].loss_module)))
+        weights = ray.put(Networks(shards[0].backbone, dict(shards[0].networks)).weights())
         futures = [
             actor.score.remote(strategy, weights, shard.pool_indices, _options(shard), b)
             for actor, shard in zip(self.actors, shards[1:], strict=False)

@@ -2,6 +2,7 @@
 
 Runs are found by their `trial_id` tag before one is created, and only rounds whose step (n_labeled) is not
 yet in a run's history are logged, so catching up after any crash never duplicates a run or a point.
+Only `orchestrator.bookkeeper` uses it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import json
 import logging
 from pathlib import Path
 
+from experiments.records import RoundRecord
 from experiments.specs import TrialSpec
-from orchestrator.records import RoundRecord
+from strategies import validate_settings
 
 ROUND_METRICS = ("test_accuracy", "train_loss", "train_seconds", "eval_seconds", "query_seconds")
 
@@ -60,13 +62,18 @@ class Tracker:
             "trial_id": spec.trial_id,
             "dataset": spec.dataset.name,
             "regime": spec.regime_name,
-            "strategy": spec.strategy,
+            "strategy": spec.strategy.shown,
+            "strategy_name": spec.strategy.name,
             "seed": str(spec.seed),
             "model": spec.model,
             "git_sha": git_sha,
         }
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.label)
-        params = flatten("", spec.model_dump(mode="json"), {})
+        resolved = spec.model_dump(mode="json")
+        # every setting of the strategy, defaults included, so the UI compares variants column by column
+        settings = validate_settings(spec.strategy.name, spec.strategy.settings).model_dump(mode="json")
+        resolved["strategy"] = {"name": spec.strategy.name, "label": spec.strategy.shown, **settings}
+        params = flatten("", resolved, {})
         names = sorted(params)
         for start in range(0, len(names), 100):  # MLflow takes at most 100 params per batch
             batch = [Param(k, params[k][:6000]) for k in names[start : start + 100]]
@@ -88,6 +95,18 @@ class Tracker:
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
         logged.update(r.n_labeled for r in new)
         return len(new)
+
+    def retag(self, run_id: str, trial_id: str, legacy_id: str) -> None:
+        """A run of a trial carried over from albench <= 17506af: found by its new id from now on."""
+        self.client.set_tag(run_id, "trial_id", trial_id)
+        self.client.set_tag(run_id, "legacy_trial_id", legacy_id)
+
+    def delete_if_empty(self, run_id: str) -> bool:
+        """Deletes a run that holds no metric point (a trial that never completed a round)."""
+        if self.client.get_run(run_id).data.metrics:
+            return False
+        self.client.delete_run(run_id)
+        return True
 
     def set_status(self, run_id: str, status: str) -> None:
         """RUNNING, FINISHED, FAILED or SCHEDULED (a resumed trial's run goes back to RUNNING)."""

@@ -16,17 +16,20 @@ import numpy as np
 import torch
 
 from experiments.datasets import Dataset
-from experiments.errors import ConfigError
+from experiments.errors import CheckpointError, ConfigError
+from experiments.records import RoundRecord
 from experiments.specs import TrialSpec
-from models import LossPredictionModule, build_model, tap_channels
+from models import build_model
 from models.augment import Normalizer
 from models.evaluation import evaluate
-from models.training import Networks, train_round
-from orchestrator.query import ShardMapper, draw_subset, map_shards_locally, query
-from orchestrator.records import RoundRecord, TrialState
+from models.networks import Networks
+from models.training import train_round
+from orchestrator.provenance import device_name, git_sha
+from orchestrator.records import TrialState
 from orchestrator.streams import generator, seeded_global_rng, stream_key
 from strategies import Strategy, build_strategy
-from strategies.base import ScoringInputs
+from strategies.base import SCORE_BATCH_SIZE, ScoringInputs, ShardResult, merge_shards
+from strategies.scoring_heap import run_scoring
 
 
 @dataclass
@@ -42,14 +45,16 @@ class TrialContext:
     test_labels: torch.Tensor
     normalize: Normalizer
     n_shards: int = 1
-    map_shards: ShardMapper = map_shards_locally
+    map_shards: ShardMapper | None = None  # None: every shard in this process; Ray sends them to actors
+    score_batch_size: int = SCORE_BATCH_SIZE  # a mechanic: bounds scoring's peak memory, never changes a pick
+    hardware: str = ""  # the device's name, recorded with every round
 
     @classmethod
     def create(cls, spec: TrialSpec, dataset: Dataset, device: str | torch.device, **options) -> TrialContext:
         check_budget_fits(spec, dataset)
         return cls(
             spec,
-            build_strategy(spec.strategy, spec.query),
+            build_strategy(spec.strategy),
             dataset,
             dataset.train_images.to(device),
             dataset.train_labels.to(device),
@@ -57,19 +62,20 @@ class TrialContext:
             dataset.test_labels.to(device),
             Normalizer(dataset.mean, dataset.std),
             **options,
+            hardware=device_name(device),
         )
 
     def scoring_inputs(self, nets: Networks, pool_indices: np.ndarray, round_index: int) -> ScoringInputs:
-        augmented = self.spec.query.score_augmented and self.spec.train.augment
+        augmented = self.spec.scoring.score_augmented and self.spec.train.augment
         return ScoringInputs(
             nets.backbone,
-            nets.loss_module,
             self.images[torch.as_tensor(pool_indices)],
             pool_indices,
             self.normalize,
-            self.spec.query.score_batch_size,
+            self.score_batch_size,
             stream_key(self.spec.seed, round_index, "select"),
             self.spec.train.crop_padding if augmented else None,
+            nets.auxiliary,
         )
 
 
@@ -83,14 +89,15 @@ def check_budget_fits(spec: TrialSpec, dataset: Dataset) -> None:
 
 
 def build_networks(spec: TrialSpec, dataset: Dataset, strategy: Strategy, device: str | torch.device) -> Networks:
-    """Initial weights from the seed's 'init' streams: every strategy of a seed starts from the same backbone."""
+    """Initial weights from the seed's streams: every strategy of a seed starts from the same backbone, and each
+    network the strategy trains beside it from a stream of its own ('init_<name>')."""
     with seeded_global_rng(spec.seed, 0, "init"):
         backbone = build_model(spec.model, dataset.n_classes, dataset.image_shape[0])
-    loss_module = None
-    if strategy.objective.loss_prediction:
-        with seeded_global_rng(spec.seed, 0, "init_loss_module"):
-            loss_module = LossPredictionModule(tap_channels(backbone, dataset.image_shape)).to(device)
-    return Networks(backbone.to(device), loss_module)
+    auxiliary = {}
+    for name, build in strategy.auxiliary_networks.items():
+        with seeded_global_rng(spec.seed, 0, f"init_{name}"):
+            auxiliary[name] = build(backbone, dataset.image_shape).to(device)
+    return Networks(backbone.to(device), auxiliary)
 
 
 def initial_state(spec: TrialSpec, dataset: Dataset) -> TrialState:
@@ -99,7 +106,7 @@ def initial_state(spec: TrialSpec, dataset: Dataset) -> TrialState:
     labeled_round[
         torch.randperm(dataset.n_train, generator=generator(spec.seed, 0, "initial"))[: spec.regime.initial]
     ] = 0
-    return TrialState(spec.trial_id, labeled_round, backbone={}, loss_module=None)
+    return TrialState(spec.trial_id, labeled_round, weights={})
 
 
 def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> RoundRecord:
@@ -132,7 +139,7 @@ def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> R
             labeled,
             counts[r + 1] - counts[r],
             ctx.n_shards,
-            ctx.map_shards,
+            ctx.map_shards or map_shards_locally,
         )
         state.labeled_round[torch.as_tensor(picks)] = r + 1
     queried = time.perf_counter()
@@ -146,6 +153,8 @@ def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> R
         train_seconds=trained - start,
         eval_seconds=evaluated - trained,
         query_seconds=queried - evaluated,
+        git_sha=git_sha(),
+        device=ctx.hardware,
     )
 
 
@@ -153,10 +162,6 @@ def trial_threads(cpus_per_trial: float) -> int:
     """Torch's CPU thread count for a trial. It changes the order of floating-point sums, so every runner sets
     it from the grid's cpus_per_trial: on CPU, a trial gives bit-identical records wherever it runs."""
     return max(1, int(cpus_per_trial))
-
-
-def _cpu_state(module: torch.nn.Module | None) -> dict[str, torch.Tensor] | None:
-    return None if module is None else {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 def run_trial(
@@ -168,17 +173,24 @@ def run_trial(
     on_round: Callable[[TrialState], None] | None = None,
     max_rounds: int | None = None,
     n_shards: int = 1,
-    map_shards: ShardMapper = map_shards_locally,
+    map_shards: ShardMapper | None = None,
+    score_batch_size: int = SCORE_BATCH_SIZE,
 ) -> TrialState:
     """Runs the trial's remaining rounds (from `state` if given); calls on_round(state) after each one."""
-    ctx = TrialContext.create(spec, dataset, device, n_shards=n_shards, map_shards=map_shards)
+    ctx = TrialContext.create(
+        spec, dataset, device, n_shards=n_shards, map_shards=map_shards, score_batch_size=score_batch_size
+    )
     nets = build_networks(spec, dataset, ctx.strategy, device)
     if state is None:
         state = initial_state(spec, dataset)
     else:
-        nets.backbone.load_state_dict(state.backbone)
-        if nets.loss_module is not None:
-            nets.loss_module.load_state_dict(state.loss_module)
+        try:
+            nets.load(state.weights)
+        except (KeyError, RuntimeError) as error:
+            raise CheckpointError(
+                f"the checkpoint of trial {spec.trial_id} does not fit its networks ({error}); "
+                "delete the checkpoint to rerun the trial from its first round"
+            ) from None
     n_rounds = (
         len(spec.regime.labeled_counts) if max_rounds is None else min(max_rounds, len(spec.regime.labeled_counts))
     )
@@ -186,7 +198,51 @@ def run_trial(
         if spec.train.reinit_each_round and r > 0:
             nets = build_networks(spec, dataset, ctx.strategy, device)
         state.records.append(run_round(ctx, nets, state, r))
-        state.backbone, state.loss_module = _cpu_state(nets.backbone), _cpu_state(nets.loss_module)
+        state.weights = nets.weights()
         if on_round is not None:
             on_round(state)
     return state
+
+
+# -- the query of a round: draw the random subset, map the strategy over shards, merge, select b pool indices
+
+ShardMapper = Callable[[Strategy, list[ScoringInputs], int], list[ShardResult]]
+
+
+def map_shards_locally(strategy: Strategy, shards: list[ScoringInputs], b: int) -> list[ShardResult]:
+    """The in-process mapper; the orchestrator substitutes one that sends shards to actors."""
+    return [run_scoring(lambda shard=shard: strategy.reduce(strategy.score(shard), b)) for shard in shards]
+
+
+def draw_subset(labeled_round: torch.Tensor, size: int | None, generator: torch.Generator) -> np.ndarray:
+    """A uniformly random subset of the unlabeled pool (sorted pool indices); None or oversize = all of it."""
+    order = torch.randperm(len(labeled_round), generator=generator)
+    unlabeled = order[labeled_round[order] < 0].numpy()
+    return np.sort(unlabeled if size is None else unlabeled[:size])
+
+
+def query(
+    strategy: Strategy,
+    make_inputs: Callable[[np.ndarray], ScoringInputs],
+    subset: np.ndarray,
+    labeled: np.ndarray,
+    b: int,
+    n_shards: int = 1,
+    map_shards: ShardMapper = map_shards_locally,
+) -> np.ndarray:
+    """Exactly b unique unlabeled pool indices; the same for any n_shards."""
+    candidates = np.sort(strategy.candidates(subset, labeled))
+    shards = [make_inputs(part) for part in np.array_split(candidates, n_shards) if len(part)]
+    key = shards[0].selection_key if shards else 0
+    strategy = strategy.prepare(make_inputs, candidates, key)  # once, in this process: every shard sees the same
+    picks = strategy.select(merge_shards(map_shards(strategy, shards, b)), b, labeled, key)
+    if (
+        len(picks) != b
+        or len(np.unique(picks)) != b
+        or np.isin(picks, labeled).any()
+        or not np.isin(picks, subset).all()
+    ):
+        raise RuntimeError(
+            f"strategy {strategy.name} returned an invalid selection (want {b} unique unlabeled subset indices)"
+        )
+    return np.asarray(picks, dtype=np.int64)

@@ -7,14 +7,16 @@ A round's query is, for any strategy:
     partials   = [strategy.reduce(strategy.score(inputs_of(shard)), b) for shard in split(candidates)]
     picks      = strategy.select(merge_shards(partials), b, labeled, selection_key)
 
-The engine never branches on the strategy's type. Only global pool indices cross these boundaries.
+A strategy also declares what it trains: its `objective` and any networks of its own (`auxiliary_networks`),
+built and checkpointed by the engine under their names. The engine never branches on the strategy's type.
+Only global pool indices cross these boundaries.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -25,7 +27,13 @@ from experiments.errors import DivergedError
 from models.augment import Normalizer
 from models.objective import CROSS_ENTROPY, Objective
 from strategies.scoring_heap import release_freed_memory
+from strategies.settings import StrategySettings
 from strategies.views import scoring_view
+
+SCORE_BATCH_SIZE = 256  # default chunk of scoring: a mechanic that bounds peak memory, never changes a pick
+
+# name -> builder(backbone, image_shape) of a network the strategy trains beside the backbone
+NetworkBuilder = Callable[[nn.Module, tuple[int, int, int]], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -33,13 +41,13 @@ class ScoringInputs:
     """What one shard's map needs. Picklable, so a shard can be scored by another process."""
 
     backbone: nn.Module
-    loss_module: nn.Module | None
     images: torch.Tensor  # uint8 [n, C, H, W]: the shard's images, on the scoring device
     pool_indices: np.ndarray  # int64 [n]: their global pool indices
     normalize: Normalizer
     batch_size: int  # scoring chunk size (bounds peak memory)
     selection_key: int  # this round's 'select' random stream, for seeded tie-breaks and sampling
     augment_padding: int | None = None  # score augmented views (crop padding), None = test-time views
+    networks: Mapping[str, nn.Module] = field(default_factory=dict)  # the strategy's own trained networks
 
     def batches(self):
         """(positions, normalised float batch) pairs, `batch_size` at a time."""
@@ -91,14 +99,30 @@ def top_b(result: ShardResult, b: int) -> ShardResult:
 
 
 class Strategy(ABC):
-    """Base of every strategy. Subclasses set `name`, `objective`, and implement `score`."""
+    """Base of every strategy. Subclasses set `name` (and `Settings` where they have any) and implement `score`.
+
+    The constructor's one argument is the strategy's settings, so whatever configures a strategy is reachable
+    from a grid: `{name: bait, lam: 0.01}`.
+    """
 
     name: ClassVar[str]
-    objective: ClassVar[Objective] = CROSS_ENTROPY
+    Settings: ClassVar[type[StrategySettings]] = StrategySettings
+    # networks trained beside the backbone, by name; their initial weights come from the (seed, 'init_<name>') stream
+    auxiliary_networks: ClassVar[Mapping[str, NetworkBuilder]] = {}
     # Rough compute of a query per mapped image, in training image-passes (one forward and backward), selection
     # included. Only the order in which a grid's trials start depends on it (longest first, so the run does not
     # end on one long trial): a forward pass costs about a third of a training pass.
     query_cost: ClassVar[float] = 1 / 3
+
+    def __init__(self, settings: StrategySettings | None = None) -> None:
+        self.settings = self.Settings() if settings is None else settings
+        if type(self.settings) is not self.Settings:
+            raise TypeError(f"{self.name} takes {self.Settings.__name__}, got {type(self.settings).__name__}")
+
+    @property
+    def objective(self) -> Objective:
+        """What training minimises for this strategy: cross-entropy unless it trains networks of its own."""
+        return CROSS_ENTROPY
 
     def candidates(self, subset: np.ndarray, labeled: np.ndarray) -> np.ndarray:
         """The pool indices the map runs over: the random unlabeled subset, by default."""
@@ -123,4 +147,4 @@ class Strategy(ABC):
         return top_b(merged, b).pool_indices
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}({self.settings!r})"

@@ -48,7 +48,8 @@ def check_fits_memory(n_points: int, n_candidates: int, c: int, k: int, device: 
         raise ConfigError(
             f"the Fisher greedy needs about {need / 2**30:.1f} GiB ({n_points} points x {c} classes x {k} features, "
             f"float64) but {where} has {total / 2**30:.1f} GiB; lower regime.subset, or for fishermask "
-            "query.fisher_mask_size (with fisher_mask_whole_last_layer: false when the last layer alone is too big)"
+            "its mask_size ({name: fishermask, mask_size: K}, with whole_last_layer: false when the last layer alone "
+            "is too big)"
         )
 
 

@@ -13,7 +13,7 @@ Deviations from the public code (ALGORITHMS.md section 4 and note D), each delib
 - The mask sample is random, not the first 1,024 images in storage order (class-biased in sorted pools).
 - The pool is the round's scored subset plus the labeled set (the reference has no subset: the same when the
   regime's subset is unset).
-- Views are test-time by default; `query.score_augmented: true` gives the reference's train-transform views.
+- Views are test-time by default; `query: {score_augmented: true}` gives the reference's train-transform views.
 - The mask size is an absolute count, default |last weight| + 1,024: the greedy's setup costs O(N C K^2 + K^3),
   each pick O(N C^2 K + C K^2), and it holds 2 N C K float64 numbers, so K is what makes it tractable. The
   reference's 0.2 % of a 0.7 M-parameter narrow ResNet (K = 1,402) would be K = 22,348 on the 11.2 M-parameter
@@ -24,16 +24,20 @@ Deviations from the public code (ALGORITHMS.md section 4 and note D), each delib
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 import torch
+from pydantic import PositiveFloat, PositiveInt
 from torch import nn
 
 from experiments.errors import ConfigError
 from strategies.base import ScoringInputs, ShardResult, Strategy
 from strategies.fisher_features import Mask, fisher_diagonal, masked_log_prob_grads
 from strategies.fisher_greedy import fisher_greedy
+from strategies.settings import StrategySettings
 from strategies.views import uniform_hash
 
 MASK_SAMPLE_SALT = 0x5EED_F15E
@@ -59,7 +63,8 @@ def build_mask(fisher: dict[str, torch.Tensor], always: str | None, mask_size: i
     if extra < 0:
         raise ConfigError(
             f"fishermask: mask_size {mask_size} is smaller than the last-layer weight ({kept} entries) that the mask "
-            f"always keeps; raise query.fisher_mask_size to at least {kept} or set fisher_mask_whole_last_layer: false"
+            f"always keeps; in the grid give it at least that many, {{name: fishermask, mask_size: {kept}}}, "
+            "or let the mask drop it: {name: fishermask, whole_last_layer: false}"
         )
     values = torch.cat([fisher[k].flatten().double().cpu() for k in keys]) if keys else torch.zeros(0)
     order = torch.sort(values, descending=True, stable=True).indices[: min(extra, len(values))]
@@ -76,23 +81,24 @@ def build_mask(fisher: dict[str, torch.Tensor], always: str | None, mask_size: i
     return mask
 
 
+class FisherMaskSettings(StrategySettings):
+    mask_size: PositiveInt | None = None  # K entries; None = the whole last-layer weight + 1,024
+    whole_last_layer: bool = True  # the mask always keeps the whole last-layer weight
+    samples: PositiveInt = 1024  # random pool points of the Fisher-diagonal estimate
+    lam: PositiveFloat = 1.0  # the greedy's ridge (the reference's lamb)
+    renamed_from: ClassVar[dict[str, str]] = {
+        "fisher_mask_size": "mask_size",
+        "fisher_mask_whole_last_layer": "whole_last_layer",
+        "fisher_mask_samples": "samples",
+        "fisher_lambda": "lam",
+    }
+
+
 class FisherMaskStrategy(Strategy):
     name = "fishermask"
+    Settings = FisherMaskSettings
     query_cost = 60.0  # mask, masked gradients, Fisher greedy: 816 s a trial against 10 s (cifar10_subset grid)
-
-    def __init__(
-        self,
-        mask_size: int | None = None,
-        whole_last_layer: bool = True,
-        samples: int = 1024,
-        lam: float = 1.0,
-        mask: Mask | None = None,
-    ) -> None:
-        self.mask_size = mask_size
-        self.whole_last_layer = whole_last_layer
-        self.samples = samples
-        self.lam = lam
-        self.mask = mask
+    mask: Mask | None = None  # this round's, set on the copy `prepare` returns
 
     def candidates(self, subset: np.ndarray, labeled: np.ndarray) -> np.ndarray:
         return np.union1d(subset, labeled)  # the labeled set enters F_U and F_L
@@ -101,16 +107,18 @@ class FisherMaskStrategy(Strategy):
         self, make_inputs: Callable[[np.ndarray], ScoringInputs], candidates: np.ndarray, selection_key: int
     ) -> FisherMaskStrategy:
         """This round's mask, from the Fisher diagonal on a seeded random sample of the round's pool."""
+        settings = self.settings
         ranks = np.argsort(uniform_hash(selection_key ^ MASK_SAMPLE_SALT, candidates), kind="stable")
-        inputs = make_inputs(np.sort(candidates[ranks[: self.samples]]))
+        inputs = make_inputs(np.sort(candidates[ranks[: settings.samples]]))
         images = torch.cat([x for _, x in inputs.batches()])
         fisher = fisher_diagonal(inputs.backbone, images, chunk_size=min(inputs.batch_size, 64))
-        always = last_layer_weight(inputs.backbone) if self.whole_last_layer else None
-        size = self.mask_size
+        always = last_layer_weight(inputs.backbone) if settings.whole_last_layer else None
+        size = settings.mask_size
         if size is None:
             size = (fisher[always].numel() if always else 0) + DEFAULT_EXTRA_ENTRIES
-        mask = build_mask(fisher, always, size)
-        return FisherMaskStrategy(self.mask_size, self.whole_last_layer, self.samples, self.lam, mask)
+        prepared = copy.copy(self)
+        prepared.mask = build_mask(fisher, always, size)
+        return prepared
 
     def score(self, inputs: ScoringInputs) -> ShardResult:
         if self.mask is None:
@@ -124,9 +132,5 @@ class FisherMaskStrategy(Strategy):
 
     def select(self, merged: ShardResult, b: int, labeled: np.ndarray, selection_key: int = 0) -> np.ndarray:
         v = merged.features.reshape(len(merged.pool_indices), merged.factor_split, -1)
-        positions = fisher_greedy(v, np.isin(merged.pool_indices, labeled), b, self.lam, oversample=1)
+        positions = fisher_greedy(v, np.isin(merged.pool_indices, labeled), b, self.settings.lam, oversample=1)
         return merged.pool_indices[positions]
-
-    def __repr__(self) -> str:
-        size = "auto" if self.mask_size is None else self.mask_size
-        return f"FisherMaskStrategy(mask_size={size}, whole_last_layer={self.whole_last_layer}, lam={self.lam})"

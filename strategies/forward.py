@@ -32,7 +32,7 @@ def map_outputs(
 ) -> np.ndarray:
     """Applies `per_batch` to the backbone's output on every batch of the shard; concatenated as numpy."""
     parts = []
-    with eval_mode(inputs.backbone, inputs.loss_module), torch.no_grad():
+    with eval_mode(inputs.backbone, *inputs.networks.values()), torch.no_grad():
         for _, x in inputs.batches():
             parts.append(
                 per_batch(inputs.backbone(x))

@@ -183,13 +183,15 @@ def _layer_sq(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> dict[str, 
         if "bias" in trainable:
             sq["bias"] = g.sum(spatial).square().sum(1)
         return sq
-    # BatchNorm in eval mode: y = gamma * x_hat + beta with x_hat from the running statistics
+    # BatchNorm in eval mode: y = gamma * x_hat + beta with x_hat from the running statistics. A [B, C] input
+    # (BatchNorm1d) has no positions to sum over: `.sum(())` would reduce every dimension, the batch included.
+    per_channel = (lambda t: t.sum(spatial)) if spatial else (lambda t: t)  # [B, C]
     shape = (1, -1) + (1,) * len(spatial)
     x_hat = (a - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
     if "weight" in trainable:
-        sq["weight"] = (g * x_hat).sum(spatial).square().sum(1)
+        sq["weight"] = per_channel(g * x_hat).square().sum(1)
     if "bias" in trainable:
-        sq["bias"] = g.sum(spatial).square().sum(1)
+        sq["bias"] = per_channel(g).square().sum(1)
     return sq
 
 

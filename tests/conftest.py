@@ -9,6 +9,7 @@ import pytest
 from experiments.datasets import Dataset, load_dataset
 from experiments.defaults import DEFAULTS, resolve_train
 from experiments.specs import DatasetSpec, RegimeSpec, TrialSpec
+from strategies import resolve_strategy
 
 REPO = Path(__file__).resolve().parent.parent
 CIFAR10_SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset"
@@ -28,21 +29,25 @@ def cifar10_subset_root() -> Path:
     return CIFAR10_SUBSET
 
 
-def trial_spec(dataset: str, model: str, regime: RegimeSpec, strategy: str, seed: int, **train_overrides) -> TrialSpec:
-    """A test trial: the dataset's reference training settings with the given overrides."""
+def trial_spec(
+    dataset: str, model: str, regime: RegimeSpec, strategy: str, seed: int, settings: dict | None = None, **train
+) -> TrialSpec:
+    """A test trial: the dataset's reference training settings with the given overrides, the strategy's
+    settings resolved as a grid resolves them."""
+    resolved = resolve_train(DEFAULTS[dataset].train, train)
     return TrialSpec(
         experiment="tests",
         dataset=DatasetSpec(name=dataset),
         model=model,
         regime_name="test",
         regime=regime,
-        strategy=strategy,
+        strategy=resolve_strategy(strategy, settings or {}, resolved),
         seed=seed,
-        train=resolve_train(DEFAULTS[dataset].train, train_overrides),
+        train=resolved,
     )
 
 
-def tiny_spec(strategy: str = "random", seed: int = 0, **train_overrides) -> TrialSpec:
+def tiny_spec(strategy: str = "random", seed: int = 0, settings: dict | None = None, **train) -> TrialSpec:
     """A digits trial of 4 rounds with 3 epochs each: seconds, yet every code path of a real trial."""
     regime = RegimeSpec(initial=10, query=10, subset=100, budget=40)
-    return trial_spec("digits", "small_cnn", regime, strategy, seed, **{"epochs": 3, **train_overrides})
+    return trial_spec("digits", "small_cnn", regime, strategy, seed, settings, **{"epochs": 3, **train})

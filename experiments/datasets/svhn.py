@@ -29,7 +29,7 @@ def load_svhn(root: Path) -> Dataset:
     if folder is None:
         how = (
             f"Download it with: python -c \"from torchvision.datasets import SVHN; SVHN('{root / 'svhn'}', "
-            "split='train', download=True); SVHN('{root / 'svhn'}', split='test', download=True)\"."
+            f"split='train', download=True); SVHN('{root / 'svhn'}', split='test', download=True)\"."
             if torchvision_available()
             else "Download http://ufldl.stanford.edu/housenumbers/train_32x32.mat and test_32x32.mat "
             f"into {root / 'svhn'}."

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.errors import AlbenchError
+from experiments.results import read_rounds
 
 GROUP = ["dataset", "regime"]
 
@@ -38,8 +39,6 @@ def _ledger(results: Path) -> list[dict]:
 
 def load(results: str | Path) -> ReportData:
     """Reads a results folder (finished or still running); a folder without rows is a clear error."""
-    from orchestrator.results import read_rounds
-
     results = Path(results)
     rounds = read_rounds(results)
     if rounds.empty:

@@ -1,10 +1,11 @@
 """The report's figures (PNG + SVG): learning curves with a ±std band, and per-class accuracy by round.
 
-Each strategy keeps one colour in every figure (its place in the fixed strategy order picks it).
+Each strategy keeps one colour in every figure of a report (its place in the report's strategy order picks it).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,12 @@ from experiments.report.tables import PAPER_ORDER, strategy_order
 FIGSIZE, DPI = (6.4, 4.8), 100  # 640 x 480 pixels
 
 
-def colour_of(strategy: str) -> str:
+def colours(strategies) -> dict[str, tuple]:
+    """One colour per strategy (variant label) of a report: the paper's six first, the rest in name order."""
     from matplotlib import colormaps
 
-    from strategies import STRATEGY_NAMES
-
-    known = PAPER_ORDER + [s for s in STRATEGY_NAMES if s not in PAPER_ORDER]
-    index = known.index(strategy) if strategy in known else len(known) + sum(map(ord, strategy))
-    return colormaps["tab10"](index % 10) if index < 10 else colormaps["tab20b"](index % 20)
+    names = PAPER_ORDER + sorted(set(strategies) - set(PAPER_ORDER))
+    return {s: colormaps["tab10"](i) if i < 10 else colormaps["tab20b"]((i - 10) % 20) for i, s in enumerate(names)}
 
 
 def _save(figure, out: Path, stem: str) -> list[str]:
@@ -44,15 +43,15 @@ def learning_curves(rounds: pd.DataFrame, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    written, colour_of = [], colours(rounds["strategy"].unique())
     for (dataset, regime), part in rounds.groupby(GROUP):
         figure, axes = plt.subplots(figsize=FIGSIZE)
         stats = part.groupby(["strategy", "n_labeled"])["test_accuracy"].agg(["mean", "std"]).reset_index()
         for strategy in strategy_order(stats["strategy"]):
             s = stats[stats["strategy"] == strategy]
             x, mean, std = s["n_labeled"].to_numpy(), 100 * s["mean"].to_numpy(), 100 * s["std"].fillna(0).to_numpy()
-            axes.plot(x, mean, marker="o", markersize=3, label=strategy, color=colour_of(strategy))
-            axes.fill_between(x, mean - std, mean + std, alpha=0.15, color=colour_of(strategy))
+            axes.plot(x, mean, marker="o", markersize=3, label=strategy, color=colour_of[strategy])
+            axes.fill_between(x, mean - std, mean + std, alpha=0.15, color=colour_of[strategy])
         axes.set(xlabel="labeled images", ylabel="test accuracy (%)", title=f"{dataset} / {regime}")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
@@ -81,5 +80,5 @@ def per_class_accuracy(rounds: pd.DataFrame, out: Path, strategy: str) -> list[s
         axes.set(xlabel="labeled images", ylabel="class", title=f"{strategy}: per-class accuracy, {dataset} / {regime}")
         figure.colorbar(image, ax=axes, label="accuracy (%)")
         figure.tight_layout()
-        written += _save(figure, out, f"per_class_{strategy}_{dataset}_{regime}")
+        written += _save(figure, out, f"per_class_{re.sub(r'[^A-Za-z0-9_.-]+', '_', strategy)}_{dataset}_{regime}")
     return written

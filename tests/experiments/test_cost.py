@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from experiments.cost import format_cost, grid_cost, trial_counts, trial_work
-from experiments.grid import parse_grid
 from orchestrator.cli import main
+from orchestrator.cost import format_cost, grid_cost, trial_counts, trial_work
+from orchestrator.grid import parse_grid
 
 GRID = """
 name: cost
@@ -41,7 +41,7 @@ def test_hours_follow_the_given_throughput(tmp_path, capsys):
 
 def test_trial_work_orders_trials_and_counts_only_the_rounds_left():
     grid = parse_grid(yaml.safe_load(GRID.replace("[random, bait]", "[random, entropy, ent_gradnorm, bait]")))
-    by_strategy = {t.strategy: t for t in grid.trials() if t.seed == 0}
+    by_strategy = {t.strategy.name: t for t in grid.trials() if t.seed == 0}
     work = {name: trial_work(spec) for name, spec in by_strategy.items()}
     assert work["random"] == 5 * 150  # training only: random's query costs nothing
     assert work["entropy"] == pytest.approx(5 * 150 + 200 / 3)  # two queries over the 100-image subset, a forward each

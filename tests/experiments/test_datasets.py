@@ -124,6 +124,16 @@ def test_missing_svhn_and_image_folder_say_where_they_looked(tmp_path):
         load_dataset(DatasetSpec(name="imagefolder", path="nope"), tmp_path)
 
 
+def test_the_svhn_download_hint_names_the_real_folder_where_torchvision_imports(tmp_path, monkeypatch):
+    import experiments.datasets.svhn as svhn
+
+    monkeypatch.setattr(svhn, "torchvision_available", lambda: True)
+    with pytest.raises(DatasetNotFoundError) as error:
+        load_dataset("svhn", tmp_path)
+    message = str(error.value)
+    assert message.count(f"SVHN('{tmp_path / 'svhn'}'") == 2 and "{root" not in message, message
+
+
 def test_unknown_dataset_lists_the_known_ones():
     with pytest.raises(ConfigError, match="dataset 'cifar11' is unknown; known: caltech101, cifar10"):
         load_dataset("cifar11")

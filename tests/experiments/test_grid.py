@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from experiments.errors import ConfigError
-from experiments.grid import load_grid, parse_grid
+from orchestrator.grid import load_grid, parse_grid
 
 EXAMPLE = """
 name: digits-demo
@@ -38,9 +38,10 @@ def test_the_documented_example_expands_to_every_combination(tmp_path):
 
 
 def test_overriding_epochs_rescales_the_schedule_unless_given(tmp_path):
-    grid = parse_grid({**_base(), "datasets": ["cifar10"], "train": {"epochs": 50}})
-    train = grid.trials()[0].train
-    assert train.epochs == 50 and train.lr_milestones == (40,) and train.lpl_detach_epoch == 30
+    grid = parse_grid({**_base(), "datasets": ["cifar10"], "strategies": ["lplgrad"], "train": {"epochs": 50}})
+    (trial,) = grid.trials()
+    assert trial.train.epochs == 50 and trial.train.lr_milestones == (40,)
+    assert trial.strategy.settings == {"detach_epoch": 30}, "the loss-prediction taps detach after 60 % of it"
     explicit = parse_grid({**_base(), "datasets": ["cifar10"], "train": {"epochs": 50, "lr_milestones": [45]}})
     assert explicit.trials()[0].train.lr_milestones == (45,)
 
@@ -79,11 +80,15 @@ def test_unknown_strategy_names_the_field_value_and_known_set():
         ({"seeds": [0, 0]}, "seed listed more than once: 0"),
         ({"regimes": {"r": {"initial": 10, "query": 10, "budget": 5}}}, "budget (5) must be >= initial (10)"),
         ({"regimes": {"r": {"initial": 10, "query": 0, "budget": 50}}}, "regimes.r.query"),
-        ({"train": {"epoch": 3}}, "unknown field(s) epoch; allowed: epochs"),
+        ({"train": {"epoch": 3}}, "train.epoch: unknown field; allowed: epochs, batch_size"),
+        ({"train": {"epochs": "ten"}}, "train.epochs: Input should be a valid integer"),
+        ({"train": {"lr_milestones": [10, "x"]}}, "train.lr_milestones.1: Input should be a valid integer"),
+        ({"train": {"precision": "fp16"}}, "train.precision: Input should be 'fp32' or 'bf16'"),
+        ({"resources": {"score_batch_size": 0}}, "resources.score_batch_size: Input should be greater than 0"),
         ({"train": {"lr": -1}}, "greater than 0"),
         ({"datasets": ["cifar11"]}, "dataset 'cifar11' is unknown"),
         ({"model": "vgg"}, "model 'vgg' is unknown; known: resnet18, small_cnn"),
-        ({"colour": "red"}, "colour: unknown field"),
+        ({"colour": "red"}, "colour: unknown field; allowed: name, datasets"),
         ({"strategies": []}, "strategies: List should have at least 1 item"),
     ],
 )
@@ -123,7 +128,7 @@ def test_the_paper_grids_expand_to_every_strategy_seed_and_regime(dataset, high_
     grid = load_grid(REPO / "experiments" / "grids" / "paper" / f"{dataset}.yaml")
     trials = grid.trials()
     expected_strategies = set(STRATEGY_NAMES) - ({"bait"} if dataset in ("cifar100", "caltech101") else set())
-    assert {t.strategy for t in trials} == expected_strategies, "every registered strategy (bait only where it fits)"
+    assert {t.strategy.name for t in trials} == expected_strategies, "every registered strategy (bait where it fits)"
     assert len(trials) == 2 * len(expected_strategies) * 5
     rounds = {t.regime_name: len(t.regime.labeled_counts) for t in trials}
     assert rounds == {"high": high_rounds, "low": low_rounds}
@@ -143,11 +148,11 @@ def test_the_paper_grids_fisher_selections_fit_one_80_gib_gpu(dataset):
 
     c, d = PAPER_CLASSES[dataset], 512  # ResNet-18's embedding
     for t in load_grid(REPO / "experiments" / "grids" / "paper" / f"{dataset}.yaml").trials():
-        if t.strategy == "bait":
+        if t.strategy.name == "bait":
             k = c * d
-        elif t.strategy == "fishermask":
-            q = t.query
-            k = q.fisher_mask_size or (c * d if q.fisher_mask_whole_last_layer else 0) + DEFAULT_EXTRA_ENTRIES
+        elif t.strategy.name == "fishermask":
+            q = t.strategy.settings
+            k = q.get("mask_size") or (c * d if q.get("whole_last_layer", True) else 0) + DEFAULT_EXTRA_ENTRIES
         else:
             continue
         labeled_at_last_query = t.regime.labeled_counts[-2]

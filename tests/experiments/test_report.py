@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from experiments.errors import AlbenchError
+from experiments.records import RoundRecord
 from experiments.report import build_report
+from experiments.results import rows_of, write_rounds
 from experiments.specs import RegimeSpec
-from orchestrator.records import RoundRecord
-from orchestrator.results import rows_of, write_rounds
 from tests.conftest import trial_spec
 
 REGIME = RegimeSpec(initial=10, query=10, subset=100, budget=30)  # rounds at 10, 20, 30 labeled images
@@ -28,12 +28,10 @@ CURVES = {  # (strategy, seed) -> accuracy at 10, 20, 30
 def write_trial(results, strategy, seed, accuracies, device="cpu: test"):
     spec = trial_spec("digits", "small_cnn", REGIME, strategy, seed)
     records = [
-        RoundRecord(
-            r, 10 * (r + 1), a, (a,) * 10, 0.1, (), train_seconds=1.0 + seed, eval_seconds=0.0, query_seconds=0.5
-        )
+        RoundRecord(r, 10 * (r + 1), a, (a,) * 10, 0.1, (), 1.0 + seed, 0.0, 0.5, git_sha="sha", device=device)
         for r, a in enumerate(accuracies)
     ]
-    write_rounds(results, rows_of(spec, records, "sha", device))
+    write_rounds(results, rows_of(spec, records))
     return spec
 
 
@@ -104,8 +102,10 @@ def test_paper_numbers_appear_beside_ours_in_a_matching_setting(tmp_path):
     high = RegimeSpec(initial=1000, query=1000, subset=25000, budget=10000)
     for seed, accuracy in ((0, 0.70), (1, 0.72)):
         spec = trial_spec("cifar10", "resnet18", high, "lplgrad", seed)
-        records = [RoundRecord(r, 1000 * (r + 1), accuracy, (), 0.1, (), 1.0, 0.0, 1.0) for r in range(10)]
-        write_rounds(tmp_path, rows_of(spec, records, "sha", "gpu"))
+        records = [
+            RoundRecord(r, 1000 * (r + 1), accuracy, (), 0.1, (), 1.0, 0.0, 1.0, "sha", "gpu") for r in range(10)
+        ]
+        write_rounds(tmp_path, rows_of(spec, records))
     paper = {t.name: t for t in build_report(tmp_path, tmp_path / "out").tables}["paper"].display
     assert paper.loc[("cifar10", "3000", "lplgrad")].to_dict() == {
         "ours": "71.0 ± 1.4",

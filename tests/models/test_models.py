@@ -1,12 +1,11 @@
-"""Backbones, the loss-prediction module and its ranking loss, batched augmentation."""
+"""Backbones and batched augmentation."""
 
 from __future__ import annotations
 
 import torch
 
-from models import LossPredictionModule, build_model, tap_channels
+from models import build_model, tap_channels
 from models.augment import Normalizer, crop_and_flip, random_crop_and_flip
-from models.loss_prediction import loss_prediction_loss
 
 
 def test_resnet18_is_the_cifar_variant_with_the_reference_size():
@@ -19,26 +18,12 @@ def test_resnet18_is_the_cifar_variant_with_the_reference_size():
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)  # 3x3 stem, no max-pool
 
 
-def test_small_cnn_shares_the_interface_and_the_loss_module_fits_both():
-    for name, shape in (("small_cnn", (1, 8, 8)), ("resnet18", (3, 32, 32))):
+def test_small_cnn_shares_the_interface_and_reports_its_tap_channels():
+    for name, shape, channels in (("small_cnn", (1, 8, 8), [32, 64, 128, 256]), ("resnet18", (3, 32, 32), None)):
         model = build_model(name, 7, shape[0])
-        module = LossPredictionModule(tap_channels(model, shape))
         out = model(torch.zeros(4, *shape))
         assert out.logits.shape == (4, 7) and len(out.taps) == 4
-        assert module(out.taps).shape == (4,)
-
-
-def test_ranking_loss_matches_the_ll4al_formula_by_hand():
-    predicted = torch.tensor([0.5, 2.0, 1.0, 0.0])
-    target = torch.tensor([3.0, 1.0, 1.0, 1.0])
-    # pairs (0, 3): target diff +2 -> s=+1, pred diff 0.5 -> max(0, 1 - 0.5) = 0.5
-    #       (1, 2): target diff 0 (tie) -> s=-1, pred diff 1.0 -> max(0, 1 + 1.0) = 2.0
-    assert torch.isclose(loss_prediction_loss(predicted, target, margin=1.0), torch.tensor(1.25))
-    # an odd batch leaves its middle sample out; one sample gives a zero loss
-    assert torch.isclose(
-        loss_prediction_loss(torch.tensor([0.5, 9.0, 0.0]), torch.tensor([3.0, 0.0, 1.0])), torch.tensor(0.5)
-    )
-    assert loss_prediction_loss(torch.tensor([1.0]), torch.tensor([1.0])) == 0
+        assert tap_channels(model, shape) == [t.shape[1] for t in out.taps] == (channels or [64, 128, 256, 512])
 
 
 def test_crop_and_flip_moves_pixels_as_specified():

@@ -6,20 +6,31 @@ import numpy as np
 import pytest
 import torch
 
+import models.training
 from experiments.errors import DivergedError
 from experiments.specs import TrainSpec
-from models import LossPredictionModule, build_model, tap_channels
+from models import build_model
 from models.augment import Normalizer
 from models.evaluation import evaluate
-from models.objective import CROSS_ENTROPY, Objective
-from models.training import Networks, lr_at, train_round
+from models.networks import Networks
+from models.objective import CROSS_ENTROPY
+from models.training import lr_at, train_round
+from strategies import build_strategy
+from strategies.loss_prediction import MODULE, build_loss_module
+
+
+def _lpl(name: str = "lplgrad", detach_epoch: int = 4):
+    """The joint objective of a loss-prediction strategy, with its module among the networks to train."""
+    from experiments.specs import StrategySpec
+
+    return build_strategy(StrategySpec(name=name, settings={"detach_epoch": detach_epoch})).objective
 
 
 def _train(digits, objective=CROSS_ENTROPY, seed=0, **spec):
     torch.manual_seed(seed)
     backbone = build_model("small_cnn", 10, 1)
-    module = LossPredictionModule(tap_channels(backbone, (1, 8, 8))) if objective.loss_prediction else None
-    nets = Networks(backbone, module)
+    auxiliary = {MODULE: build_loss_module(backbone, (1, 8, 8))} if objective.name == "ce+lpl" else {}
+    nets = Networks(backbone, auxiliary)
     train = TrainSpec(**{"epochs": 8, "batch_size": 32, "lr": 0.05, "lr_milestones": (6,), "augment": False, **spec})
     normalize = Normalizer(digits.mean, digits.std)
     labeled = np.arange(300)
@@ -45,19 +56,36 @@ def test_training_learns_real_digits(digits):
 
 
 def test_training_is_bit_reproducible_on_cpu_with_augmentation_and_lpl(digits):
-    objective = Objective(loss_prediction=True)
-    a, _, _ = _train(digits, objective, augment=True, crop_padding=1)
-    b, _, _ = _train(digits, objective, augment=True, crop_padding=1)
-    for x, y in zip(a.backbone.state_dict().values(), b.backbone.state_dict().values(), strict=True):
-        assert torch.equal(x, y)
-    for x, y in zip(a.loss_module.state_dict().values(), b.loss_module.state_dict().values(), strict=True):
-        assert torch.equal(x, y)
+    a, _, _ = _train(digits, _lpl(), augment=True, crop_padding=1)
+    b, _, _ = _train(digits, _lpl(), augment=True, crop_padding=1)
+    assert a.weights().keys() == {"backbone", MODULE}
+    for name, weights in a.weights().items():
+        assert all(torch.equal(v, b.weights()[name][k]) for k, v in weights.items()), name
 
 
-def test_lr_schedule_steps_at_milestones_and_the_lplgrad_module_never_decays():
+class RecordingSGD(torch.optim.SGD):
+    """The real optimiser, noting each parameter group's LR at every step."""
+
+    steps: list[list[float]] = []
+
+    def step(self, closure=None):
+        RecordingSGD.steps.append([group["lr"] for group in self.param_groups])
+        return super().step(closure)
+
+
+@pytest.mark.parametrize(("strategy", "module_lr_after_milestone"), [("lplgrad", 0.05), ("learning_loss", 0.005)])
+def test_the_lr_steps_at_milestones_and_only_learning_loss_decays_the_module(
+    strategy, module_lr_after_milestone, digits, monkeypatch
+):
     train = TrainSpec(epochs=200, batch_size=128, lr=0.1, lr_milestones=(160,))
     assert lr_at(159, train) == 0.1 and lr_at(160, train) == pytest.approx(0.01)
-    assert lr_at(199, train, decays=False) == 0.1
+    monkeypatch.setattr(models.training.torch.optim, "SGD", RecordingSGD)
+    RecordingSGD.steps = []
+    _train(digits, _lpl(strategy))  # 8 epochs of 300 images in batches of 32, milestone after epoch 6
+    assert len(RecordingSGD.steps) == 8 * 10 and all(len(lrs) == 2 for lrs in RecordingSGD.steps)
+    before, after = RecordingSGD.steps[6 * 10 - 1], RecordingSGD.steps[6 * 10]
+    assert before == [0.05, 0.05], "backbone group, then the module's group"
+    assert after[0] == pytest.approx(0.005) and after[1] == pytest.approx(module_lr_after_milestone)
 
 
 def test_a_diverging_run_stops_with_a_clear_error(digits):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.results import read_rounds
+from experiments.results import read_rounds
 from orchestrator.tracking import Tracker, default_tracking_uri
 
 

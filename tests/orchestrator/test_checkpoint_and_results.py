@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
 
 from experiments.errors import CheckpointError
+from experiments.results import read_rounds, rounds_done, rows_of, write_rounds
 from orchestrator.checkpoint import load_checkpoint, read_records, save_checkpoint
-from orchestrator.results import read_rounds, rounds_done, rows_of, write_rounds
 from orchestrator.trial import run_trial
 from tests.conftest import tiny_spec
 
@@ -24,9 +26,8 @@ def test_a_checkpoint_round_trips_and_keeps_its_records_apart_from_the_weights(f
     save_checkpoint(state, tmp_path / "checkpoint")
     save_checkpoint(state, tmp_path / "checkpoint")  # replacing an existing one
     loaded = load_checkpoint(str(tmp_path / "checkpoint"), spec.trial_id)
-    assert loaded.records == state.records and all(
-        torch.equal(loaded.backbone[k], v) for k, v in state.backbone.items()
-    )
+    assert loaded.records == state.records and loaded.weights.keys() == state.weights.keys()
+    assert all(torch.equal(loaded.weights["backbone"][k], v) for k, v in state.weights["backbone"].items())
     records, _ = read_records(str(tmp_path / "checkpoint"), spec.trial_id)
     assert records == state.records
     assert not list(tmp_path.glob(".*tmp*")), "no temporary folders left behind"
@@ -49,7 +50,7 @@ def test_corrupt_and_foreign_checkpoints_raise_errors_that_say_what_to_do(finish
 
 def test_parquet_upsert_is_idempotent_and_unique_on_trial_and_round(finished, tmp_path):
     spec, state = finished
-    rows = rows_of(spec, state.records, "abc123", "cpu: test")
+    rows = rows_of(spec, [replace(r, git_sha="abc123") for r in state.records])
     write_rounds(tmp_path, rows[:2])
     write_rounds(tmp_path, rows[1:3])  # round 1 again: replaced, not duplicated
     write_rounds(tmp_path, rows)
@@ -63,6 +64,7 @@ def test_parquet_upsert_is_idempotent_and_unique_on_trial_and_round(finished, tm
         "dataset",
         "regime",
         "strategy",
+        "strategy_name",
         "seed",
         "round",
         "n_labeled",
@@ -71,6 +73,7 @@ def test_parquet_upsert_is_idempotent_and_unique_on_trial_and_round(finished, tm
         "query_seconds",
         "git_sha",
         "spec",
+        "spec_version",
         "per_class_accuracy",
     ):
         assert column in frame.columns
@@ -80,7 +83,7 @@ def test_parquet_upsert_is_idempotent_and_unique_on_trial_and_round(finished, tm
 
 def test_readers_ignore_a_half_written_temporary_file(finished, tmp_path):
     spec, state = finished
-    write_rounds(tmp_path, rows_of(spec, state.records, "x", "cpu"))
+    write_rounds(tmp_path, rows_of(spec, state.records))
     (tmp_path / "rounds" / f".{spec.trial_id}.parquet.tmp-999").write_bytes(b"PAR1 garbage from a crash")
     assert len(read_rounds(tmp_path)) == 4
 

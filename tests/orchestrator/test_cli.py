@@ -1,7 +1,13 @@
-"""The `albench` command as a user runs it: real processes, real files, a real kill -9 of the driver."""
+"""The `albench` command as a user runs it: real processes, real files, a real kill -9 of the driver.
+
+Commands that need no Ray run in this process through `orchestrator.cli.main` (fast); those that start Ray or
+kill a driver are real subprocesses, marked slow.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -9,12 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
+from experiments.results import read_rounds, trial_file
 from orchestrator.ledger import read_all
-from orchestrator.results import read_rounds, trial_file
 from tests.orchestrator.readers import mlflow_runs, records
 
 GRID = """
@@ -32,8 +39,19 @@ ENV = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # each comman
 
 
 def albench(*args, **kwargs):
+    """The command in a process of its own."""
     command = [sys.executable, "-m", "orchestrator.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=900, env=ENV, **kwargs)
+
+
+def albench_here(*args) -> SimpleNamespace:
+    """The command's `main` in this process (only for commands that start no Ray)."""
+    from orchestrator.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 @pytest.fixture
@@ -108,37 +126,46 @@ def test_ctrl_c_stops_the_grid_cleanly_and_the_same_command_finishes_it(grid_fil
     assert len(frame) == 20 and not frame.duplicated(["trial_id", "round"]).any()
 
 
-def test_user_errors_print_one_message_without_a_traceback(tmp_path):
+@pytest.mark.slow
+def test_a_user_error_prints_one_message_without_a_traceback_from_the_real_command(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(GRID.replace("lplgrad", "lplgard"))
     done = albench("run", str(bad), "--results", str(tmp_path / "r"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "'lplgard' is unknown; known:" in done.stderr
 
+
+def test_user_errors_print_one_message_without_a_traceback(tmp_path):
+    for text, expected in [
+        (GRID.replace("lplgrad", "lplgard"), "'lplgard' is unknown; known:"),
+        (GRID.replace("train: {epochs: 8}", "train: {epochs: ten}"), "train.epochs: Input should be a valid integer"),
+        (GRID.replace("[random, lplgrad]", "[random, {name: bait, lamda: 0.1}]"), "unknown setting 'lamda'"),
+        (GRID.replace("budget: 50", "budget: 5000"), "budget 5000 exceeds the train pool"),
+    ]:
+        grid = tmp_path / "grid.yaml"
+        grid.write_text(text)
+        done = albench_here("run", grid, "--results", tmp_path / "r", "--in-process")
+        assert done.returncode == 2 and "Traceback" not in done.stderr and expected in done.stderr, done.stderr
     missing = tmp_path / "cifar.yaml"
     missing.write_text(GRID.replace("[digits]", "[cifar10]"))
-    done = albench("run", str(missing), "--results", str(tmp_path / "r"), "--data-root", str(tmp_path / "nodata"))
-    assert done.returncode == 2 and "Traceback" not in done.stderr and "dataset 'cifar10' not found" in done.stderr
-
-    too_big = tmp_path / "big.yaml"
-    too_big.write_text(GRID.replace("budget: 50", "budget: 5000"))
-    done = albench("run", str(too_big), "--results", str(tmp_path / "r"))
-    assert done.returncode == 2 and "budget 5000 exceeds the train pool" in done.stderr
+    done = albench_here("run", missing, "--results", tmp_path / "r", "--data-root", tmp_path / "nodata")
+    assert done.returncode == 2 and "dataset 'cifar10' not found" in done.stderr
     assert not (tmp_path / "r" / "rounds").exists(), "nothing ran"
 
 
 def test_a_corrupt_checkpoint_stops_the_run_with_the_fix_and_a_deleted_one_restarts_its_trial(grid_file, tmp_path):
     results = tmp_path / "r"
     grid_file.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("[random, lplgrad]", "[random]"))
-    assert albench("run", str(grid_file), "--results", str(results), "--in-process").returncode == 0
+    assert albench_here("run", grid_file, "--results", results, "--in-process").returncode == 0
     before = records(results)
     (entry,) = read_all(results)
+    checkpoint = results / entry.checkpoint  # kept relative to the results folder
     trial_file(results, entry.trial_id).unlink()  # its rows must come back from the checkpoint...
-    Path(entry.checkpoint, "records.json").write_text("{broken")  # ...which is broken
-    done = albench("run", str(grid_file), "--results", str(results), "--in-process")
+    Path(checkpoint, "records.json").write_text("{broken")  # ...which is broken
+    done = albench_here("run", grid_file, "--results", results, "--in-process")
     assert done.returncode == 2 and "is corrupt or unreadable" in done.stderr and "delete that folder" in done.stderr
-    shutil.rmtree(entry.checkpoint)
-    done = albench("run", str(grid_file), "--results", str(results), "--in-process")
+    shutil.rmtree(checkpoint)
+    done = albench_here("run", grid_file, "--results", results, "--in-process")
     assert done.returncode == 0 and "the trial restarts from round 1" in done.stdout
     pd.testing.assert_frame_equal(records(results), before)
 
@@ -146,15 +173,16 @@ def test_a_corrupt_checkpoint_stops_the_run_with_the_fix_and_a_deleted_one_resta
 def test_a_crash_between_checkpoint_and_parquet_write_is_caught_up_without_retraining(grid_file, tmp_path):
     grid_file.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("[random, lplgrad]", "[random]"))
     results = tmp_path / "r"
-    assert albench("run", str(grid_file), "--results", str(results), "--in-process").returncode == 0
+    assert albench_here("run", grid_file, "--results", results, "--in-process").returncode == 0
     before = read_rounds(results)
     trial_file(results, before["trial_id"].iloc[0]).unlink()  # the checkpoint holds all 5 rounds, the sink none
-    done = albench("run", str(grid_file), "--results", str(results), "--in-process")
+    done = albench_here("run", grid_file, "--results", results, "--in-process")
     assert done.returncode == 0, done.stderr
     # identical timings prove the rows were re-projected from the checkpoint, not recomputed
     pd.testing.assert_frame_equal(read_rounds(results).reset_index(drop=True), before.reset_index(drop=True))
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_a_diverging_trial_fails_alone_without_retries_and_status_shows_why(tmp_path):
     grid = tmp_path / "grid.yaml"
@@ -172,9 +200,39 @@ def test_a_diverging_trial_fails_alone_without_retries_and_status_shows_why(tmp_
     assert {run[0] for run in mlflow_runs(tmp_path / "r", "cli-test").values()} == {"FAILED"}
 
 
+def test_variants_of_a_strategy_are_distinct_trials_in_parquet_mlflow_status_and_reports(tmp_path):
+    grid = tmp_path / "variants.yaml"
+    grid.write_text(
+        GRID.replace("[random, lplgrad]", "[entropy, {name: ent_gradnorm, aggregate: l2}, ent_gradnorm]")
+        .replace("seeds: [0, 1]", "seeds: [0]")
+        .replace("epochs: 8", "epochs: 2")
+    )
+    results = tmp_path / "r"
+    done = albench_here("run", grid, "--results", results, "--in-process")
+    assert done.returncode == 0, done.stderr
+    labels = ["entropy", "ent_gradnorm(aggregate=l2)", "ent_gradnorm"]
+    frame = read_rounds(results)
+    assert sorted(frame["strategy"].unique()) == sorted(labels) and frame["trial_id"].nunique() == 3
+    assert set(frame["strategy_name"]) == {"entropy", "ent_gradnorm"}
+    from orchestrator.tracking import Tracker, default_tracking_uri
+
+    tracker = Tracker(default_tracking_uri(results), "cli-test", results)
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    assert sorted(r.data.tags["strategy"] for r in runs) == sorted(labels)
+    assert sorted(r.data.params["strategy.aggregate"] for r in runs if "ent_gradnorm" in r.info.run_name) == [
+        "l2",
+        "layer_sum",
+    ]
+    status = albench_here("status", "--results", results).stdout
+    assert all(f"digits/tiny/{label}/seed0" in status for label in labels)
+    report = albench_here("report", "--results", results, "--out", tmp_path / "report")
+    assert report.returncode == 0 and all(label in report.stdout for label in labels)
+
+
 def test_table_list_and_status_on_empty_folders(tmp_path):
-    done = albench("table", "--results", str(tmp_path))
+    done = albench_here("table", "--results", tmp_path)
     assert done.returncode == 2 and "no results in" in done.stderr
-    assert albench("status", "--results", str(tmp_path)).returncode == 2
-    listing = albench("list")
-    assert "lplgrad" in listing.stdout and "cifar100" in listing.stdout and "resnet18" in listing.stdout
+    assert albench_here("status", "--results", tmp_path).returncode == 2
+    listing = albench_here("list").stdout
+    assert "lplgrad" in listing and "cifar100" in listing and "resnet18" in listing
+    assert "bait              lam (float > 0, default 1.0), oversample (int > 0, default 2)" in listing

@@ -12,13 +12,13 @@ import time
 import pandas as pd
 import pytest
 
-from experiments.grid import parse_grid
+from experiments.results import read_rounds
+from orchestrator.bookkeeper import Bookkeeper
 from orchestrator.checkpoint import read_records
+from orchestrator.grid import parse_grid
 from orchestrator.ledger import read_all
 from orchestrator.local import run_grid_locally
 from orchestrator.ray_runner import run_grid_on_ray
-from orchestrator.results import read_rounds
-from orchestrator.sinks import Sinks
 from orchestrator.tracking import Tracker, default_tracking_uri
 from tests.orchestrator.readers import mlflow_runs, records
 
@@ -40,12 +40,12 @@ def grid_of(name, strategies=("random", "lplgrad"), seeds=(0,), epochs=4, **reso
 
 
 def on_ray(grid, results, tracking_uri=None, **options):
-    sinks = Sinks(results, Tracker(tracking_uri or default_tracking_uri(results), grid.name, results))
-    return run_grid_on_ray(grid, results, sinks, report=lambda line: None, **options)
+    keeper = Bookkeeper(results, Tracker(tracking_uri or default_tracking_uri(results), grid.name, results))
+    return run_grid_on_ray(grid, keeper, report=lambda line: None, **options)
 
 
 def in_process(grid, results):
-    return run_grid_locally(grid, results, Sinks(results, None), report=lambda line: None, round_progress=False)
+    return run_grid_locally(grid, Bookkeeper(results, None), report=lambda line: None, round_progress=False)
 
 
 def test_a_grid_on_ray_matches_the_in_process_run_and_fills_both_sinks_once(node_with_2_cpus, tmp_path):
@@ -71,7 +71,8 @@ def test_a_grid_on_ray_matches_the_in_process_run_and_fills_both_sinks_once(node
 def test_four_trials_run_at_once_each_seeing_only_its_own_gpu(node_with_4_cpus_4_fake_gpus, tmp_path):
     grid = grid_of("fake-gpus", strategies=("random", "entropy"), seeds=(0, 1), epochs=12, gpus_per_trial=1)
     on_ray(grid, tmp_path)
-    extras = [read_records(e.checkpoint, e.trial_id)[1] for e in read_all(tmp_path)]
+    keeper = Bookkeeper(tmp_path, None)
+    extras = [read_records(keeper.checkpoint_of(e), e.trial_id)[1] for e in read_all(tmp_path)]
     assert sorted(e["gpu_ids"] for e in extras) == ["0", "1", "2", "3"]
     assert all(e["cuda_visible_devices"] == e["gpu_ids"] for e in extras)
     starts, ends = [float(e["started_at"]) for e in extras], [float(e["reported_at"]) for e in extras]
@@ -120,8 +121,9 @@ def test_scoring_in_two_shards_picks_exactly_what_one_shard_picks(node_with_2_cp
 def test_trials_start_longest_first(node_with_2_cpus, tmp_path):
     grid = grid_of("order", strategies=("random", "exp_gradnorm", "entropy"), epochs=2, cpus_per_trial=2)
     on_ray(grid, tmp_path)  # one trial at a time: the start order is the order Tune was given
+    keeper = Bookkeeper(tmp_path, None)
     started = {
-        e.label.split("/")[-2]: float(read_records(e.checkpoint, e.trial_id)[1]["started_at"])
+        e.label.split("/")[-2]: float(read_records(keeper.checkpoint_of(e), e.trial_id)[1]["started_at"])
         for e in read_all(tmp_path)
     }
     assert sorted(started, key=started.get) == ["exp_gradnorm", "entropy", "random"]

@@ -13,7 +13,7 @@ from tests.conftest import tiny_spec, trial_spec
 
 
 def _deterministic(state):
-    return [r.without_timings() for r in state.records]
+    return [r.deterministic() for r in state.records]
 
 
 def test_records_cover_every_round_and_the_labeled_set_grows_by_the_picks(digits):
@@ -33,7 +33,8 @@ def test_same_spec_gives_bit_identical_records(strategy, digits):
     spec = tiny_spec(strategy, augment=True, crop_padding=1)
     a, b = run_trial(spec, digits), run_trial(spec, digits)
     assert _deterministic(a) == _deterministic(b)
-    assert all(torch.equal(a.backbone[k], b.backbone[k]) for k in a.backbone)
+    assert a.weights.keys() == b.weights.keys()
+    assert all(torch.equal(a.weights[n][k], b.weights[n][k]) for n in a.weights for k in a.weights[n])
 
 
 def test_strategies_of_a_seed_start_paired_and_seeds_differ(digits):
@@ -57,7 +58,8 @@ def test_a_trial_resumed_from_a_checkpoint_ends_exactly_like_an_uninterrupted_on
     resumed = run_trial(spec, digits, state=load_checkpoint(str(tmp_path / "checkpoint"), spec.trial_id))
     assert _deterministic(resumed) == _deterministic(uninterrupted)
     assert torch.equal(resumed.labeled_round, uninterrupted.labeled_round)
-    assert all(torch.equal(resumed.backbone[k], uninterrupted.backbone[k]) for k in resumed.backbone)
+    for name, weights in uninterrupted.weights.items():  # the backbone, and lplgrad's loss-prediction module
+        assert all(torch.equal(resumed.weights[name][k], v) for k, v in weights.items())
 
 
 def test_reinitialising_each_round_is_an_option_that_changes_results(digits):
@@ -75,10 +77,13 @@ def test_a_budget_larger_than_the_pool_is_refused_before_training(digits):
 
 
 def test_a_subset_larger_than_the_unlabeled_pool_scores_all_of_it(digits):
-    spec = tiny_spec("entropy")
-    spec = spec.model_copy(update={"regime": spec.regime.model_copy(update={"subset": None})})
-    state = run_trial(spec, digits, max_rounds=2)
-    assert len(state.records[0].selected) == 10 and np.isfinite(state.records[1].test_accuracy)
+    larger = tiny_spec("entropy")
+    larger = larger.model_copy(update={"regime": larger.regime.model_copy(update={"subset": 5000})})
+    whole = larger.model_copy(update={"regime": larger.regime.model_copy(update={"subset": None})})
+    assert larger.regime.subset > digits.n_train  # 5,000 asked of a 1,438-image pool
+    a, b = run_trial(larger, digits, max_rounds=2), run_trial(whole, digits, max_rounds=2)
+    assert len(a.records[0].selected) == 10 and np.isfinite(a.records[1].test_accuracy)
+    assert [r.selected for r in a.records] == [r.selected for r in b.records], "the oversized subset is the pool"
 
 
 @pytest.mark.slow

@@ -9,21 +9,31 @@ import pytest
 import torch
 
 from experiments.defaults import DEFAULTS, resolve_train
-from orchestrator.query import draw_subset, query
-from orchestrator.trial import TrialContext, build_networks, initial_state
+from models.networks import Networks
+from models.small_cnn import SmallCNN
+from orchestrator.trial import TrialContext, draw_subset, initial_state, query
 from strategies import STRATEGY_NAMES, build_strategy
 from tests.conftest import tiny_spec
 
 B = 12
+NARROW = (8, 16, 16, 32)  # a narrow small CNN: the contract is about picks, not capacity (bait's K = C * 32)
+SETTINGS = {"fishermask": {"mask_size": 400, "samples": 128}}  # the last layer's 320 weights + 80 more
 
 
-def _round_inputs(strategy_name, digits, seed=0, **query_overrides):
+def narrow_networks(strategy, digits, seed: int) -> Networks:
+    torch.manual_seed(seed)
+    backbone = SmallCNN(digits.n_classes, digits.image_shape[0], widths=NARROW)
+    aux = {name: build(backbone, digits.image_shape) for name, build in strategy.auxiliary_networks.items()}
+    return Networks(backbone, aux)
+
+
+def _round_inputs(strategy_name, digits, seed=0, score_augmented=False):
     """A trained-for-one-round trial context, as the engine builds it for the query of round 0."""
-    spec = tiny_spec(strategy_name, seed)
-    if query_overrides:
-        spec = spec.model_copy(update={"query": spec.query.model_copy(update=query_overrides)})
+    spec = tiny_spec(strategy_name, seed, SETTINGS.get(strategy_name))
+    if score_augmented:
+        spec = spec.model_copy(update={"scoring": spec.scoring.model_copy(update={"score_augmented": True})})
     ctx = TrialContext.create(spec, digits, "cpu")
-    nets = build_networks(spec, digits, ctx.strategy, "cpu")
+    nets = narrow_networks(ctx.strategy, digits, seed)
     from models.training import train_round
     from orchestrator.streams import generator
 
@@ -68,7 +78,7 @@ def test_augmented_scoring_views_are_shard_invariant_too(digits):
     ctx.spec = spec
     one, four = _picks(ctx, nets, subset, labeled, 1), _picks(ctx, nets, subset, labeled, 4)
     assert np.array_equal(one, four)
-    plain = spec.model_copy(update={"query": spec.query.model_copy(update={"score_augmented": False})})
+    plain = spec.model_copy(update={"scoring": spec.scoring.model_copy(update={"score_augmented": False})})
     ctx.spec = plain
     assert not np.array_equal(one, _picks(ctx, nets, subset, labeled, 1)), "augmented views change the scores"
 
@@ -101,7 +111,7 @@ def test_uncertainty_strategies_rank_by_their_formula():
             return ModelOutput(logits[x[:, 0, 0, 0].long()], x.flatten(1), [])
 
     images = torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1)
-    inputs = ScoringInputs(Backbone(), None, images, np.arange(3), Normalizer((0.0,), (1 / 255,)), 8, 0)
+    inputs = ScoringInputs(Backbone(), images, np.arange(3), Normalizer((0.0,), (1 / 255,)), 8, 0)
     ranks = {
         n: build_strategy(n).select(build_strategy(n).score(inputs), 3, np.array([], dtype=np.int64)).tolist()
         for n in ("entropy", "margin", "least_confidence")

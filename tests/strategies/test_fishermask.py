@@ -10,7 +10,7 @@ from models.augment import Normalizer
 from models.small_cnn import SmallCNN
 from strategies.base import ScoringInputs
 from strategies.fisher_features import fisher_diagonal, masked_log_prob_grads
-from strategies.fishermask import FisherMaskStrategy, build_mask, last_layer_weight
+from strategies.fishermask import FisherMaskSettings, FisherMaskStrategy, build_mask, last_layer_weight
 from tests.strategies.test_fisher_greedy import direct_greedy
 
 
@@ -90,7 +90,7 @@ def test_mask_keeps_the_whole_last_weight_plus_the_top_fisher_entries_elsewhere(
 
 def _inputs(model, images, pool_indices) -> ScoringInputs:
     return ScoringInputs(
-        model, None, images[pool_indices], pool_indices, Normalizer((0.5,) * 3, (0.25,) * 3), 4, selection_key=7
+        model, images[pool_indices], pool_indices, Normalizer((0.5,) * 3, (0.25,) * 3), 4, selection_key=7
     )
 
 
@@ -99,7 +99,7 @@ def test_fishermask_picks_what_the_direct_implementation_picks():
     torch.manual_seed(3)
     images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     labeled, subset, b, samples, size = np.arange(0, 10), np.arange(10, 40), 4, 16, 4 * 8 + 12
-    strategy = FisherMaskStrategy(mask_size=size, samples=samples)
+    strategy = FisherMaskStrategy(FisherMaskSettings(mask_size=size, samples=samples))
     candidates = np.union1d(subset, labeled)
     make_inputs = lambda idx: _inputs(model, images, idx)  # noqa: E731
     prepared = strategy.prepare(make_inputs, candidates, selection_key=7)

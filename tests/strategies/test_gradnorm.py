@@ -155,3 +155,41 @@ def test_unsupported_layers_and_shared_weights_raise_clear_errors():
 
     with pytest.raises(UnsupportedLayerError, match="called more than once"):
         per_sample_grad_norms(Shared(), torch.randn(3, 4))
+
+
+class MLPWithBatchNorm1d(nn.Module):
+    """A linear head with BatchNorm1d on [B, C] features: the layer whose per-sample norms once raised IndexError."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.bn, self.fc2 = nn.Linear(12, 16), nn.BatchNorm1d(16), nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.bn(self.fc1(x.flatten(1)))))
+
+
+@pytest.mark.parametrize("aggregate", ["layer_sum", "l2"])
+def test_batchnorm1d_on_flat_features_matches_torch_func_per_sample_gradients(aggregate):
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(0)
+    model = MLPWithBatchNorm1d().double()
+    model.train()
+    for _ in range(3):  # non-trivial running statistics, then eval mode as in scoring
+        model(torch.randn(32, 12, dtype=torch.float64) * 2 + 1)
+    model.eval()
+    x = torch.randn(9, 12, dtype=torch.float64)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def entropy_of_one(p, sample):
+        logits = functional_call(model, (p, buffers), (sample.unsqueeze(0),))
+        log_p = torch.log_softmax(logits, 1)
+        return -(log_p.exp() * log_p).sum()
+
+    per_sample = vmap(grad(entropy_of_one), in_dims=(None, 0))(params, x)  # name -> [B, *shape]
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in per_sample.values()], 1)  # [B, tensors]
+    expected = norms.sum(1) if aggregate == "layer_sum" else norms.square().sum(1).sqrt()
+    ours = per_sample_grad_norms(model, x, loss="entropy", aggregate=aggregate)
+    assert ours.shape == (9,)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from experiments.errors import ConfigError
-from experiments.grid import parse_grid
 from models import build_model
 from models.augment import Normalizer
+from orchestrator.grid import parse_grid
 from strategies import build_strategy
 from strategies.base import ScoringInputs
 from strategies.scoring_heap import _LIBC, run_scoring, set_scoring_heap
@@ -46,7 +46,7 @@ def test_bounded_heap_peak_does_not_grow_with_the_pool():
     strategy = build_strategy("ent_gradnorm")
 
     def inputs(n: int) -> ScoringInputs:
-        return ScoringInputs(model, None, images[:n], np.arange(n), normalize, chunk, 0)
+        return ScoringInputs(model, images[:n], np.arange(n), normalize, chunk, 0)
 
     previous = set_scoring_heap("bounded")
     try:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from experiments.grid import Grid
 from experiments.specs import TrialSpec
+from orchestrator.grid import Grid
 from strategies import build_strategy
 
 
@@ -30,7 +30,7 @@ def trial_counts(spec: TrialSpec, from_round: int = 0, pool_size: int | None = N
     Without a subset a query maps the whole unlabeled pool: counted when `pool_size` is given, else as 0.
     """
     counts = spec.regime.labeled_counts[from_round:]
-    strategy = build_strategy(spec.strategy, spec.query)
+    strategy = build_strategy(spec.strategy)
     scored = 0
     for labeled in counts[:-1]:  # the last round trains and tests, no query
         unlabeled = max(0, pool_size - labeled) if pool_size else 0
@@ -44,13 +44,13 @@ def trial_counts(spec: TrialSpec, from_round: int = 0, pool_size: int | None = N
 def trial_work(spec: TrialSpec, from_round: int = 0, pool_size: int | None = None) -> float:
     """A trial's remaining compute in training image-passes: what orders a grid's trials, longest first."""
     train_images, scored_images = trial_counts(spec, from_round, pool_size)
-    return train_images + scored_images * build_strategy(spec.strategy, spec.query).query_cost
+    return train_images + scored_images * build_strategy(spec.strategy).query_cost
 
 
 def grid_cost(grid: Grid) -> list[StrategyCost]:
     costs: dict[str, StrategyCost] = {}
     for t in grid.trials():
-        cost = costs.setdefault(t.strategy, StrategyCost(t.strategy))
+        cost = costs.setdefault(t.strategy.shown, StrategyCost(t.strategy.shown))
         train_images, scored_images = trial_counts(t)
         cost.trials += 1
         cost.rounds += len(t.regime.labeled_counts)
@@ -69,12 +69,13 @@ def format_cost(grid: Grid, train_images_per_second: float | None = None) -> str
         sum(r.scored_images for r in rows),
     )
     lines = [f"grid '{grid.name}': {total.trials} trials, {total.rounds} rounds"]
-    header = f"{'strategy':<18}{'trials':>8}{'rounds':>8}{'train images':>16}{'scored images':>16}"
+    width = max(18, *(len(r.strategy) + 2 for r in rows))
+    header = f"{'strategy':<{width}}{'trials':>8}{'rounds':>8}{'train images':>16}{'scored images':>16}"
     if train_images_per_second:
         header += f"{'train hours':>13}"
     lines.append(header)
     for r in [*rows, total]:
-        line = f"{r.strategy:<18}{r.trials:>8,}{r.rounds:>8,}{r.train_images:>16,}{r.scored_images:>16,}"
+        line = f"{r.strategy:<{width}}{r.trials:>8,}{r.rounds:>8,}{r.train_images:>16,}{r.scored_images:>16,}"
         if train_images_per_second:
             line += f"{r.train_images / train_images_per_second / 3600:>13,.1f}"
         lines.append(line)

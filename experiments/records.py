@@ -1,0 +1,43 @@
+"""What one round of a trial produces: the record that becomes its Parquet row and MLflow point."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+TIMING_FIELDS = ("train_seconds", "eval_seconds", "query_seconds")
+PROVENANCE_FIELDS = ("git_sha", "device")
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round: every field but the timings and the provenance is a pure function of (spec, seed) on a device."""
+
+    round: int
+    n_labeled: int  # labeled images the model of this round was trained on
+    test_accuracy: float  # fraction in [0, 1]
+    per_class_accuracy: tuple[float, ...]
+    train_loss: float  # mean training loss of the round's last epoch
+    selected: tuple[int, ...]  # pool indices labeled at the end of this round (empty in the last round)
+    train_seconds: float
+    eval_seconds: float
+    query_seconds: float
+    git_sha: str = ""  # the albench that computed the round ('' in checkpoints of albench <= 17506af)
+    device: str = ""  # where: 'NVIDIA H100 80GB HBM3' or 'cpu: <model> x<threads>'
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundRecord:
+        return cls(
+            **{
+                **data,
+                "per_class_accuracy": tuple(data["per_class_accuracy"]),
+                "selected": tuple(data["selected"]),
+            }
+        )
+
+    def deterministic(self) -> dict[str, Any]:
+        """The fields a rerun of the same spec reproduces exactly (on CPU): no timings, no provenance."""
+        return {k: v for k, v in self.to_dict().items() if k not in TIMING_FIELDS + PROVENANCE_FIELDS}

@@ -1,0 +1,105 @@
+"""The Ray plumbing of `orchestrator.ray_runner`: joining the cluster, sizing a trial's bundle, naming Tune's
+checkpoints and errors, and the Tune callback that hands every trial event to the bookkeeper on the driver."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from experiments.errors import ConfigError
+from orchestrator.bookkeeper import Bookkeeper, Planned
+from orchestrator.checkpoint import read_records
+from orchestrator.grid import ResourcesSpec
+from orchestrator.progress import Progress
+
+ALBENCH_ERROR = "albench_error"  # a result key: the trial stopped on a user error (no retry can fix it)
+
+
+def checkpoint_uri(checkpoint) -> str:
+    """A URI for a Tune checkpoint that pyarrow (and so a later run, or another node) can open."""
+    if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
+        return checkpoint.path
+    return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"
+
+
+def error_of(trial) -> str:
+    """The last line of a failed trial's error (the exception and its message)."""
+    try:
+        text = str(trial.get_error())
+    except Exception:
+        text = Path(trial.error_file).read_text() if trial.error_file else "unknown error"
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def make_callback(planned: dict[str, Planned], keeper: Bookkeeper, progress: Progress, report: Callable[[str], None]):
+    from ray import tune
+
+    class GridCallback(tune.Callback):
+        """Driver-side: hands each trial's checkpoints and status changes to the bookkeeper."""
+
+        def _item(self, trial) -> Planned:
+            return planned[trial.config["trial"]["trial_id"]]
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            keeper.start(self._item(trial))
+            progress.maybe_print(force=True)
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            item = self._item(trial)
+            uri = checkpoint_uri(checkpoint)
+            records, extra = read_records(uri, item.spec.trial_id)
+            keeper.record(item, uri, records, extra)
+            progress.maybe_print()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get(ALBENCH_ERROR):
+                keeper.fail(self._item(trial), result[ALBENCH_ERROR])
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            item = self._item(trial)
+            report(f"{item.spec.label}: failed ({error_of(trial)}); retrying from round {item.entry.rounds_done + 1}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            item = self._item(trial)
+            keeper.finish(item)
+            report(f"{item.spec.label}: {item.entry.status} ({item.entry.rounds_done}/{item.entry.n_rounds} rounds)")
+            progress.maybe_print(force=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            item = self._item(trial)
+            keeper.fail(item, error_of(trial))
+            report(f"{item.spec.label}: FAILED: {item.entry.error}")
+            progress.maybe_print(force=True)
+
+        def on_step_begin(self, iteration, trials, **info):
+            progress.maybe_print()
+
+    return GridCallback()
+
+
+def connect(address: str | None) -> None:
+    """Joins the cluster at `address`, or starts a local Ray instance (no-op if this process is connected)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def trial_bundle(resources: ResourcesSpec) -> dict[str, float]:
+    """One bundle: a GPU per trial where the cluster has GPUs (as the grid asks), else CPUs only."""
+    import ray
+
+    cluster = ray.cluster_resources()
+    if resources.cpus_per_trial > cluster.get("CPU", 0):
+        raise ConfigError(
+            f"resources.cpus_per_trial = {resources.cpus_per_trial} but the cluster has {cluster.get('CPU', 0)} CPUs; "
+            "lower it in the grid"
+        )
+    bundle = {"CPU": resources.cpus_per_trial}
+    if cluster.get("GPU", 0) > 0 and resources.gpus_per_trial > 0:
+        bundle["GPU"] = resources.gpus_per_trial
+    return bundle

@@ -1,0 +1,116 @@
+"""The Learning-Loss family (Yoo & Kweon 2019): a loss-prediction module trained beside the backbone.
+
+LearningLoss and LPLgrad train it; this file is the only place that knows it exists. It holds the module,
+LL4AL's margin-ranking loss, the joint objective and the family's settings; the two strategies declare the
+module as their auxiliary network 'loss_module' and return the objective.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from experiments.specs import TrainSpec
+from models import tap_channels
+from models.networks import Networks
+from models.objective import Objective
+from models.outputs import ModelOutput
+from strategies.settings import StrategySettings
+
+MODULE = "loss_module"
+# LL4AL detaches the taps after epoch 120 of 200: 60 % of any schedule stays attached by default
+ATTACHED_FRACTION = 0.6
+
+
+class LossPredictionModule(nn.Module):
+    """Per tap: global average pool, FC to `hidden`, ReLU; concatenate; FC to 1 (the predicted loss).
+
+    Built from the taps' channel counts, so it fits any backbone with the `ModelOutput` interface.
+    """
+
+    def __init__(self, tap_channels: list[int], hidden: int = 128) -> None:
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(c, hidden) for c in tap_channels)
+        self.head = nn.Linear(hidden * len(tap_channels), 1)
+
+    def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
+        pooled = [
+            F.relu(fc(torch.flatten(F.adaptive_avg_pool2d(t, 1), 1))) for fc, t in zip(self.fcs, taps, strict=True)
+        ]
+        return self.head(torch.cat(pooled, dim=1)).squeeze(1)  # [B]
+
+
+def build_loss_module(backbone: nn.Module, image_shape: tuple[int, int, int]) -> LossPredictionModule:
+    return LossPredictionModule(tap_channels(backbone, image_shape))
+
+
+def loss_prediction_loss(predicted: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """LL4AL's ranking loss: sample i is paired with its mirror B-1-i in the batch (i < B/2).
+
+    With s = sign(l_i - l_j) (ties count as -1), the loss is mean_i max(0, margin - s * (lhat_i - lhat_j)).
+    For an odd batch the middle sample has no partner and is left out of this term (the reference
+    asserts an even batch; with even batches the two agree exactly). The targets are detached.
+    """
+    n_pairs = len(predicted) // 2
+    if n_pairs == 0:
+        return predicted.sum() * 0.0
+    target = target.detach()
+    first, mirror = torch.arange(n_pairs), len(predicted) - 1 - torch.arange(n_pairs)
+    sign = torch.where(target[first] - target[mirror] > 0, 1.0, -1.0).to(predicted.dtype)
+    return F.relu(margin - sign * (predicted[first] - predicted[mirror])).mean()
+
+
+class LossPredictionSettings(StrategySettings):
+    """LL4AL's joint training: loss = CE + weight * ranking loss(margin); taps detached after `detach_epoch`."""
+
+    margin: float = Field(default=1.0, ge=0)  # xi
+    weight: float = Field(default=1.0, ge=0)  # lambda
+    detach_epoch: int | None = Field(default=None, ge=0)  # None: 60 % of the schedule's epochs stay attached
+    renamed_from: ClassVar[dict[str, str]] = {
+        "lpl_margin": "margin",
+        "lpl_weight": "weight",
+        "lpl_detach_epoch": "detach_epoch",
+    }
+
+    def resolved(self, train: TrainSpec) -> Self:
+        """The detach epoch of this schedule, so the trial's id says exactly when the taps were detached."""
+        if self.detach_epoch is not None:
+            return self
+        return self.model_copy(update={"detach_epoch": max(1, round(ATTACHED_FRACTION * train.epochs))})
+
+
+class LossPredictionObjective(Objective):
+    """CE + weight * ranking loss of the module's predictions; the module's LR decays with the backbone's or not."""
+
+    name = "ce+lpl"
+
+    def __init__(self, settings: LossPredictionSettings, module_lr_decays: bool) -> None:
+        self.margin, self.weight, self.detach_epoch = settings.margin, settings.weight, settings.detach_epoch
+        self.module_lr_decays = module_lr_decays
+
+    def loss(self, nets: Networks, out: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        if self.detach_epoch is None:
+            raise ValueError("detach_epoch is unresolved: build the strategy from a spec resolved for its schedule")
+        per_sample = F.cross_entropy(out.logits, labels, reduction="none")  # [B]
+        taps = [t.detach() for t in out.taps] if epoch > self.detach_epoch else out.taps
+        predicted = nets.auxiliary[MODULE](taps)
+        return per_sample.mean() + self.weight * loss_prediction_loss(predicted, per_sample, self.margin)
+
+    def lr_follows_schedule(self, network: str) -> bool:
+        return self.module_lr_decays
+
+
+class TrainsLossPrediction:
+    """Mixin of the family's strategies: declares the module and returns the joint objective."""
+
+    auxiliary_networks = {MODULE: build_loss_module}
+    module_lr_decays: ClassVar[bool]  # LL4AL decays the module's LR with the backbone's; LPLgrad's code never does
+    settings: LossPredictionSettings
+
+    @property
+    def objective(self) -> Objective:
+        return LossPredictionObjective(self.settings, self.module_lr_decays)

@@ -1,0 +1,112 @@
+"""The bookkeeper without Ray or a subprocess: status transitions, and the catch-up of the ledger, Parquet and a
+real MLflow store after a crash between a checkpoint and its sinks."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from experiments.results import read_rounds
+from orchestrator.bookkeeper import Bookkeeper, StatusError
+from orchestrator.checkpoint import save_checkpoint
+from orchestrator.ledger import TrialStatus, read_entry
+from orchestrator.records import TrialState
+from orchestrator.tracking import Tracker, default_tracking_uri
+from orchestrator.trial import run_trial
+from tests.conftest import tiny_spec
+from tests.orchestrator.readers import mlflow_runs
+
+
+@pytest.fixture(scope="module")
+def finished(digits):
+    """A real 4-round lplgrad trial: its spec and its state after each round."""
+    spec, states = tiny_spec("lplgrad"), []
+
+    def keep(state: TrialState) -> None:
+        states.append(TrialState(state.trial_id, state.labeled_round.clone(), state.weights, list(state.records)))
+
+    run_trial(spec, digits, on_round=keep)
+    return spec, states
+
+
+def keeper_with_mlflow(results) -> Bookkeeper:
+    return Bookkeeper(results, Tracker(default_tracking_uri(results), "tests", results))
+
+
+def checkpoint(tmp_path, state: TrialState) -> str:
+    folder = tmp_path / "results" / "checkpoints" / state.trial_id
+    save_checkpoint(state, folder)
+    return str(folder)
+
+
+def test_a_trial_goes_pending_running_done_and_never_runs_again(finished, tmp_path):
+    spec, states = finished
+    keeper = Bookkeeper(tmp_path / "results", None)
+    (item,) = keeper.plan([spec], report=lambda line: None)
+    assert item.entry.status == TrialStatus.PENDING and not item.complete
+    keeper.start(item)
+    assert read_entry(keeper.results, spec.trial_id).status == TrialStatus.RUNNING
+    for state in states:
+        keeper.record(item, checkpoint(tmp_path, state), state.records, {"device": "cpu: test"})
+    keeper.finish(item)
+    entry = read_entry(keeper.results, spec.trial_id)
+    assert entry.status == TrialStatus.DONE and entry.rounds_done == 4
+    assert entry.checkpoint == f"checkpoints/{spec.trial_id}", "kept relative to the results folder"
+    with pytest.raises(StatusError, match="done -> running is not allowed"):
+        keeper.start(item)
+    (again,) = keeper.plan([spec], report=lambda line: None)
+    assert again.complete and again.entry.status == TrialStatus.DONE
+
+
+def test_an_interrupted_or_failed_trial_is_pending_at_the_next_plan(finished, tmp_path):
+    spec, states = finished
+    keeper = Bookkeeper(tmp_path / "results", None)
+    (item,) = keeper.plan([spec], report=lambda line: None)
+    keeper.start(item)
+    keeper.record(item, checkpoint(tmp_path, states[1]), states[1].records, {})
+    keeper.release([item])  # the run ended (Ctrl-C) with the trial mid-way
+    assert read_entry(keeper.results, spec.trial_id).status == TrialStatus.PENDING
+    keeper.start(item)
+    keeper.fail(item, "DivergedError: training diverged")
+    entry = read_entry(keeper.results, spec.trial_id)
+    assert entry.status == TrialStatus.FAILED and entry.error.startswith("DivergedError")
+    keeper.finish(item)  # Tune reports completion after the failure: it stays failed
+    assert read_entry(keeper.results, spec.trial_id).status == TrialStatus.FAILED
+    (retry,) = keeper.plan([spec], report=lambda line: None)
+    assert retry.entry.status == TrialStatus.PENDING and retry.entry.error == "" and retry.entry.rounds_done == 2
+
+
+def test_a_crash_between_checkpoint_and_sinks_is_caught_up_by_the_next_plan(finished, tmp_path):
+    spec, states = finished
+    results = tmp_path / "results"
+    keeper = keeper_with_mlflow(results)
+    (item,) = keeper.plan([spec], report=lambda line: None)
+    keeper.start(item)
+    for state in states[:2]:
+        keeper.record(item, checkpoint(tmp_path, state), state.records, {"device": "cpu: test"})
+    save_checkpoint(states[2], results / "checkpoints" / spec.trial_id)  # the crash: round 3 checkpointed only
+    assert len(read_rounds(results)) == 2 and read_entry(results, spec.trial_id).rounds_done == 2
+
+    caught_up = keeper_with_mlflow(results)  # the next `albench run`, in a new driver
+    (item,) = caught_up.plan([spec], report=lambda line: None)
+    rows = read_rounds(results)
+    assert item.entry.rounds_done == 3 and item.entry.status == TrialStatus.PENDING
+    assert sorted(rows["round"]) == [0, 1, 2] and not rows.duplicated(["trial_id", "round"]).any()
+    assert rows.sort_values("round")["train_seconds"].tolist() == [r.train_seconds for r in states[2].records]
+    assert mlflow_runs(results, "tests") == {spec.trial_id: ("SCHEDULED", [10, 20, 30])}
+    caught_up.plan([spec], report=lambda line: None)  # again: nothing duplicated
+    assert len(read_rounds(results)) == 3 and mlflow_runs(results, "tests")[spec.trial_id][1] == [10, 20, 30]
+
+
+def test_a_moved_results_folder_still_finds_its_checkpoints(finished, tmp_path):
+    spec, states = finished
+    keeper = Bookkeeper(tmp_path / "results", None)
+    (item,) = keeper.plan([spec], report=lambda line: None)
+    keeper.start(item)
+    keeper.record(item, checkpoint(tmp_path, states[1]), states[1].records, {})
+    keeper.release([item])
+    shutil.move(tmp_path / "results", tmp_path / "moved")
+    lines = []
+    (item,) = Bookkeeper(tmp_path / "moved", None).plan([spec], report=lines.append)
+    assert item.entry.rounds_done == 2 and not lines, "no 'checkpoint is gone'"
