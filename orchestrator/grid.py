@@ -101,15 +101,16 @@ class Grid(Frozen):
         `query: {score_batch_size}` a resource."""
         if not isinstance(data, dict):
             return data
-        data, train, query = dict(data), dict(data.get("train") or {}), dict(data.get("query") or {})
-        for key in [k for k in train if k.startswith("lpl_")]:
-            query.setdefault(key, train.pop(key))
-        if "score_batch_size" in query:
-            data["resources"] = {"score_batch_size": query.pop("score_batch_size"), **(data.get("resources") or {})}
-        if train or "train" in data:
-            data["train"] = train
-        if query or "query" in data:
-            data["query"] = query
+        data = dict(data)
+        train, query, resources = (data.get(k) for k in ("train", "query", "resources"))
+        if isinstance(train, dict) and any(k.startswith("lpl_") for k in train):
+            older = {k: v for k, v in train.items() if k.startswith("lpl_")}
+            data["train"] = {k: v for k, v in train.items() if k not in older}
+            data["query"] = {**older, **(query if isinstance(query, dict) else {})}
+        query = data.get("query")
+        if isinstance(query, dict) and "score_batch_size" in query and isinstance(resources or {}, dict):
+            data["query"] = {k: v for k, v in query.items() if k != "score_batch_size"}
+            data["resources"] = {"score_batch_size": query["score_batch_size"], **(resources or {})}
         return data
 
     @field_validator("datasets", mode="before")

@@ -40,6 +40,16 @@ def checkpoint(tmp_path, state: TrialState) -> str:
     return str(folder)
 
 
+def interrupted_after_two_rounds(tmp_path, spec, states):
+    """A run that recorded two rounds of the trial, then ended (Ctrl-C) with the trial mid-way."""
+    keeper = Bookkeeper(tmp_path / "results", None)
+    (item,) = keeper.plan([spec], report=lambda line: None)
+    keeper.start(item)
+    keeper.record(item, checkpoint(tmp_path, states[1]), states[1].records, {})
+    keeper.release([item])
+    return keeper, item
+
+
 def test_a_trial_goes_pending_running_done_and_never_runs_again(finished, tmp_path):
     spec, states = finished
     keeper = Bookkeeper(tmp_path / "results", None)
@@ -61,11 +71,7 @@ def test_a_trial_goes_pending_running_done_and_never_runs_again(finished, tmp_pa
 
 def test_an_interrupted_or_failed_trial_is_pending_at_the_next_plan(finished, tmp_path):
     spec, states = finished
-    keeper = Bookkeeper(tmp_path / "results", None)
-    (item,) = keeper.plan([spec], report=lambda line: None)
-    keeper.start(item)
-    keeper.record(item, checkpoint(tmp_path, states[1]), states[1].records, {})
-    keeper.release([item])  # the run ended (Ctrl-C) with the trial mid-way
+    keeper, item = interrupted_after_two_rounds(tmp_path, spec, states)
     assert read_entry(keeper.results, spec.trial_id).status == TrialStatus.PENDING
     keeper.start(item)
     keeper.fail(item, "DivergedError: training diverged")
@@ -101,11 +107,7 @@ def test_a_crash_between_checkpoint_and_sinks_is_caught_up_by_the_next_plan(fini
 
 def test_a_moved_results_folder_still_finds_its_checkpoints(finished, tmp_path):
     spec, states = finished
-    keeper = Bookkeeper(tmp_path / "results", None)
-    (item,) = keeper.plan([spec], report=lambda line: None)
-    keeper.start(item)
-    keeper.record(item, checkpoint(tmp_path, states[1]), states[1].records, {})
-    keeper.release([item])
+    interrupted_after_two_rounds(tmp_path, spec, states)
     shutil.move(tmp_path / "results", tmp_path / "moved")
     lines = []
     (item,) = Bookkeeper(tmp_path / "moved", None).plan([spec], report=lines.append)
