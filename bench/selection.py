@@ -52,7 +52,12 @@ def real_pool_case(name: str) -> dict:
         model="small_cnn",
         regime_name="bench",
         regime=RegimeSpec(initial=200, query=200, subset=None, budget=400),
-        strategy=resolve_strategy(name, {}, resolve_train(DEFAULTS["cifar10"].train, {"epochs": 2, "batch_size": 64})),
+        strategy=resolve_strategy(
+            name,
+            {},
+            resolve_train(DEFAULTS["cifar10"].train, {"epochs": 2, "batch_size": 64}),
+            DEFAULTS["cifar10"].train,
+        ),
         seed=0,
         train=resolve_train(DEFAULTS["cifar10"].train, {"epochs": 2, "batch_size": 64}),
     )

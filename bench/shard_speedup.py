@@ -37,7 +37,9 @@ def main() -> None:
         model=args.model,
         regime_name="bench",
         regime=RegimeSpec(initial=200, query=200, subset=args.subset, budget=400),
-        strategy=resolve_strategy(args.strategy, {}, resolve_train(DEFAULTS["cifar10"].train, {"epochs": 1})),
+        strategy=resolve_strategy(
+            args.strategy, {}, resolve_train(DEFAULTS["cifar10"].train, {"epochs": 1}), DEFAULTS["cifar10"].train
+        ),
         seed=0,
         train=resolve_train(DEFAULTS["cifar10"].train, {"epochs": 1}),
     )

@@ -24,6 +24,9 @@ class RoundRecord:
     query_seconds: float
     git_sha: str = ""  # the albench that computed the round ('' in checkpoints of albench <= 17506af)
     device: str = ""  # where: 'NVIDIA H100 80GB HBM3' or 'cpu: <model> x<threads>'
+    # accuracy on the labeled set after the round's training (eval mode, test-time views): how close to
+    # convergence the model was; None in rounds computed before albench recorded it
+    train_accuracy: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

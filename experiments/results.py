@@ -36,6 +36,7 @@ SCHEMA = pa.schema(
         ("n_labeled", pa.int64()),
         ("test_accuracy", pa.float64()),
         ("per_class_accuracy", pa.list_(pa.float64())),
+        ("train_accuracy", pa.float64()),  # on the labeled set after the round's training; null before it was kept
         ("train_loss", pa.float64()),
         ("selected", pa.list_(pa.int64())),
         ("train_seconds", pa.float64()),

@@ -23,7 +23,14 @@ from orchestrator.checkpoint import checkpoint_exists, read_records
 from orchestrator.ledger import TrialEntry, TrialStatus, entry_path, read_entry, remove_entry, write_entry
 from orchestrator.provenance import git_sha
 from orchestrator.tracking import Tracker, default_tracking_uri
-from orchestrator.upgrade import SET_ASIDE_DIR, UpgradeError, cannot_carry_over, find_v0_trials, rounds_of
+from orchestrator.upgrade import (
+    SET_ASIDE_DIR,
+    UpgradeError,
+    cannot_carry_over,
+    find_v0_trials,
+    rounds_of,
+    same_name_elsewhere,
+)
 
 PENDING, RUNNING, DONE, FAILED = TrialStatus
 ALLOWED = {
@@ -97,6 +104,8 @@ class Bookkeeper:
     # -- before a run
     def plan(self, specs: list[TrialSpec], report: Callable[[str], None] = print) -> list[Planned]:
         """Every trial of the grid with its ledger entry caught up to its checkpoint; unfinished ones PENDING."""
+        for line in same_name_elsewhere(self.results, specs):
+            report(line)
         planned = []
         for spec in specs:
             entry = read_entry(self.results, spec.trial_id) or TrialEntry(

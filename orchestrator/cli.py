@@ -116,8 +116,13 @@ def cmd_report(args: argparse.Namespace) -> None:
             f"--at takes labeled counts separated by commas (e.g. 3000,6000,9000), got {args.at!r}"
         ) from None
     out = Path(args.out) if args.out else Path(args.results) / "report"
-    report = build_report(args.results, out, at=at, per_class=args.per_class)
+    report = build_report(
+        args.results, out, at=at, per_class=args.per_class, min_train_accuracy=args.min_train_accuracy
+    )
     say(report.tables[0].display.to_string())
+    fit = next(t for t in report.tables if t.name == "train_accuracy")
+    if fit.notes and fit.notes[0].startswith("UNDERFIT"):
+        say("\nwarning: " + "\n  ".join(fit.notes))
     if report.missing:
         say(f"\npartial results: {len(report.missing)} trials unfinished or not started (listed in the report)")
     say(
@@ -178,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output folder (default: RESULTS/report)")
     report.add_argument("--at", help="labeled counts for the accuracy table, e.g. 3000,6000,9000 (default: all)")
     report.add_argument("--per-class", help="strategy of the per-class accuracy figure (default: lplgrad)")
+    report.add_argument(
+        "--min-train-accuracy",
+        type=float,
+        default=0.9,
+        help="warn where a strategy's mean train accuracy at a labeled count is below this (default: 0.9)",
+    )
     report.set_defaults(func=cmd_report)
     plan = sub.add_parser("plan", help="what a grid costs before it runs: trials, rounds, images trained and scored")
     plan.add_argument("grid", help="grid YAML file")

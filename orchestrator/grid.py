@@ -183,9 +183,10 @@ class Grid(Frozen):
         overrides = self.train.model_dump(exclude_unset=True, exclude_none=True)
         trials = []
         for dataset in self.datasets:
-            train = resolve_train(DEFAULTS[dataset.name].train, overrides)
+            reference = DEFAULTS[dataset.name].train
+            train = resolve_train(reference, overrides)
             strategies = [
-                resolve_strategy(entry.name, self.strategy_settings(entry), train, entry.label)
+                resolve_strategy(entry.name, self.strategy_settings(entry), train, reference, entry.label)
                 for entry in self.strategies
             ]
             for regime_name, regime in self.regimes.items():

@@ -15,7 +15,7 @@ from experiments.records import RoundRecord
 from experiments.specs import TrialSpec
 from strategies import validate_settings
 
-ROUND_METRICS = ("test_accuracy", "train_loss", "train_seconds", "eval_seconds", "query_seconds")
+ROUND_METRICS = ("test_accuracy", "train_accuracy", "train_loss", "train_seconds", "eval_seconds", "query_seconds")
 
 
 def default_tracking_uri(results: Path) -> str:
@@ -89,7 +89,12 @@ class Tracker:
             self._logged[run_id] = {m.step for m in self.client.get_metric_history(run_id, "test_accuracy")}
         logged = self._logged[run_id]
         new = [r for r in records if r.n_labeled not in logged]
-        metrics = [Metric(name, float(getattr(r, name)), 0, r.n_labeled) for r in new for name in ROUND_METRICS]
+        metrics = [
+            Metric(name, float(getattr(r, name)), 0, r.n_labeled)
+            for r in new
+            for name in ROUND_METRICS
+            if getattr(r, name) is not None  # train_accuracy of rounds computed before it was recorded
+        ]
         metrics += [Metric("round", float(r.round), 0, r.n_labeled) for r in new]
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])

@@ -1,6 +1,7 @@
 """One active-learning trial, in one process, without Ray or MLflow: a pure function of its spec and seed.
 
-Each round: train on the labeled set -> test -> draw a random unlabeled subset -> map the strategy over
+Each round: train on the labeled set -> test (and measure the fit on the labeled set) -> draw a random
+unlabeled subset -> map the strategy over
 shards of it -> merge -> select b -> label them. After every round the caller gets the trial's state (to
 checkpoint it and write the round's record); a trial started from such a state ends exactly as one that
 was never interrupted.
@@ -127,6 +128,8 @@ def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> R
     )
     trained = time.perf_counter()
     result = evaluate(nets.backbone, ctx.test_images, ctx.test_labels, ctx.normalize, ctx.dataset.n_classes)
+    on_labeled = torch.as_tensor(np.sort(labeled), device=ctx.images.device)  # test-time views, eval mode
+    fit = evaluate(nets.backbone, ctx.images[on_labeled], ctx.labels[on_labeled], ctx.normalize, ctx.dataset.n_classes)
     evaluated = time.perf_counter()
     picks = np.zeros(0, dtype=np.int64)
     if r + 1 < len(counts):
@@ -155,6 +158,7 @@ def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> R
         query_seconds=queried - evaluated,
         git_sha=git_sha(),
         device=ctx.hardware,
+        train_accuracy=fit.accuracy,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from experiments.errors import AlbenchError
 from experiments.results import read_trial_rows
-from experiments.specs import DatasetSpec, RegimeSpec, ScoringSpec, TrainSpec, TrialSpec
+from experiments.specs import DatasetSpec, RegimeSpec, ScoringSpec, TrainSpec, TrialSpec, canonical_form
 from orchestrator.ledger import raw_entries
 from strategies import STRATEGIES, resolve_strategy, settings_of
 
@@ -58,7 +58,7 @@ def spec_of_v0(text: str) -> TrialSpec:
             model=old["model"],
             regime_name=old["regime_name"],
             regime=RegimeSpec(**old["regime"]),
-            strategy=resolve_strategy(name, given, train_spec),
+            strategy=resolve_strategy(name, given, train_spec, train_spec),  # v0 recorded its detach epoch
             seed=old["seed"],
             train=train_spec,
             scoring=ScoringSpec(score_augmented=query.get("score_augmented", False)),
@@ -112,3 +112,42 @@ def cannot_carry_over(results: Path, problems: list[tuple[dict, str]]) -> str:
         "(the git_sha column of their Parquet rows) before upgrading; to keep their files aside and run the grid "
         f"with this version, rerun with --set-aside-old (they move to {results / SET_ASIDE_DIR}/)."
     )
+
+
+def _flat(form: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in form.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differences(old: TrialSpec, new: TrialSpec) -> list[str]:
+    """'strategy.detach_epoch: 4 -> 5': what two trials of one name compute differently."""
+    before, after = _flat(canonical_form(old)), _flat(canonical_form(new))
+    return [
+        f"{key}: {before.get(key, 'default')} -> {after.get(key, 'default')}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
+
+
+def same_name_elsewhere(results: Path, specs: list[TrialSpec]) -> list[str]:
+    """A line per trial of the grid whose name an older trial in the folder has, computed differently: the grid
+    changed (or a default's rule did), so its trial is new and the older one is kept as it is."""
+    planned = {spec.trial_id for spec in specs}
+    by_label = {spec.label: spec for spec in specs}
+    lines = []
+    for old in raw_entries(results):
+        spec = by_label.get(old.get("label", ""))
+        if spec is None or old["trial_id"] in planned or not old.get("spec"):
+            continue
+        changes = "; ".join(differences(TrialSpec.model_validate_json(old["spec"]), spec))
+        lines.append(
+            f"{spec.label}: new trial {spec.trial_id}; the folder keeps trial {old['trial_id']} of that name "
+            f"({old.get('rounds_done', 0)} of {old.get('n_rounds', '?')} rounds), computed with {changes}. "
+            "To continue that one instead, give the grid its values."
+        )
+    return lines

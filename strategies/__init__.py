@@ -80,9 +80,12 @@ def _problem(error: dict) -> str:
     return f"setting '{where}': {error['msg']} (got {error.get('input')!r})"
 
 
-def resolve_strategy(name: str, given: Mapping[str, Any], train: TrainSpec, label: str = "") -> StrategySpec:
-    """The spec of a strategy variant: its settings validated, resolved for the schedule, defaults left out."""
-    settings = validate_settings(name, given).resolved(train)
+def resolve_strategy(
+    name: str, given: Mapping[str, Any], train: TrainSpec, reference: TrainSpec, label: str = ""
+) -> StrategySpec:
+    """The spec of a strategy variant: its settings validated, resolved for the schedule (a version of the dataset's
+    `reference` schedule), defaults left out."""
+    settings = validate_settings(name, given).resolved(train, reference)
     return StrategySpec(name=name, settings=settings.model_dump(mode="json", exclude_defaults=True), label=label)
 
 

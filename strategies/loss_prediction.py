@@ -22,8 +22,10 @@ from models.outputs import ModelOutput
 from strategies.settings import StrategySettings
 
 MODULE = "loss_module"
-# LL4AL detaches the taps after epoch 120 of 200: 60 % of any schedule stays attached by default
-ATTACHED_FRACTION = 0.6
+# LL4AL detaches the taps after epoch 120 of its 200 (epochs 0-120 attached, "detach when epoch > 120"); every
+# reference schedule of experiments.defaults detaches after 60 % of its epochs (CIFAR 120/200, digits 18/30,
+# Caltech-101 and image folders 30/50)
+REFERENCE_DETACH_FRACTION = 0.6
 
 
 class LossPredictionModule(nn.Module):
@@ -69,18 +71,31 @@ class LossPredictionSettings(StrategySettings):
 
     margin: float = Field(default=1.0, ge=0)  # xi
     weight: float = Field(default=1.0, ge=0)  # lambda
-    detach_epoch: int | None = Field(default=None, ge=0)  # None: 60 % of the schedule's epochs stay attached
+    detach_epoch: int | None = Field(default=None, ge=0)  # None: the reference's, scaled (`detach_epoch_for`)
     renamed_from: ClassVar[dict[str, str]] = {
         "lpl_margin": "margin",
         "lpl_weight": "weight",
         "lpl_detach_epoch": "detach_epoch",
     }
 
-    def resolved(self, train: TrainSpec) -> Self:
+    def resolved(self, train: TrainSpec, reference: TrainSpec) -> Self:
         """The detach epoch of this schedule, so the trial's id says exactly when the taps were detached."""
         if self.detach_epoch is not None:
             return self
-        return self.model_copy(update={"detach_epoch": max(1, round(ATTACHED_FRACTION * train.epochs))})
+        return self.model_copy(update={"detach_epoch": detach_epoch_for(train.epochs, reference.epochs)})
+
+
+def detach_epoch_for(epochs: int, reference_epochs: int) -> int:
+    """The reference's detach epoch d for a schedule of `epochs` that shortens (or lengthens) its reference.
+
+    The taps stay attached for epochs 0..d, so d + 1 epochs; that *count* is what scales with the schedule,
+    max(0, round((d_ref + 1) * epochs / reference_epochs) - 1). The reference's phases then keep their shares:
+    on CIFAR's 200 epochs 60.5 % attached, 19.5 % detached at the high LR, 20 % after the LR step. Scaling d
+    itself (albench <= this rule) rounded up into the attached phase: at 8 epochs 75 % stayed attached and none
+    ran detached at the high LR; at 3 or fewer the taps were never detached.
+    """
+    reference_detach = round(REFERENCE_DETACH_FRACTION * reference_epochs)
+    return max(0, round((reference_detach + 1) * epochs / reference_epochs) - 1)
 
 
 class LossPredictionObjective(Objective):

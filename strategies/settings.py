@@ -24,8 +24,11 @@ class StrategySettings(BaseModel):
     # `train:` keys), so that old grid files still run and old results folders carry over.
     renamed_from: ClassVar[dict[str, str]] = {}
 
-    def resolved(self, train: TrainSpec) -> Self:
-        """The settings with values derived from the training schedule filled in (none by default)."""
+    def resolved(self, train: TrainSpec, reference: TrainSpec) -> Self:
+        """The settings with values derived from the training schedule filled in (none by default).
+
+        `reference` is the dataset's reference schedule (`experiments.defaults`), of which `train` may be a
+        shortened version."""
         return self
 
     @classmethod

@@ -34,14 +34,15 @@ def trial_spec(
 ) -> TrialSpec:
     """A test trial: the dataset's reference training settings with the given overrides, the strategy's
     settings resolved as a grid resolves them."""
-    resolved = resolve_train(DEFAULTS[dataset].train, train)
+    reference = DEFAULTS[dataset].train
+    resolved = resolve_train(reference, train)
     return TrialSpec(
         experiment="tests",
         dataset=DatasetSpec(name=dataset),
         model=model,
         regime_name="test",
         regime=regime,
-        strategy=resolve_strategy(strategy, settings or {}, resolved),
+        strategy=resolve_strategy(strategy, settings or {}, resolved, reference),
         seed=seed,
         train=resolved,
     )

@@ -6,7 +6,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.report import figures, tables
+from experiments.report import figures, fit, tables, versus
 from experiments.report.data import ReportData, load
 from experiments.report.render import to_html, to_markdown, write_table
 
@@ -22,7 +22,11 @@ class Report:
 
 
 def build_report(
-    results: str | Path, out: str | Path, at: list[int] | None = None, per_class: str | None = None
+    results: str | Path,
+    out: str | Path,
+    at: list[int] | None = None,
+    per_class: str | None = None,
+    min_train_accuracy: float = fit.UNDERFIT_BELOW,
 ) -> Report:
     """Writes every table (md, tex, csv), figure (png, svg), report.md and index.html into `out`."""
     data = load(results)
@@ -30,11 +34,13 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     made = [
         tables.accuracy_table(data, at),
+        fit.train_accuracy_table(data, min_train_accuracy),
+        versus.side_by_side_table(data),
         tables.cost_table(data),
         tables.ablation_table(data),
         tables.aulc_table(data),
         tables.rank_table(data),
-        tables.paired_table(data),
+        versus.paired_table(data),
         tables.paper_table(data),
     ]
     for table in made:

@@ -103,60 +103,6 @@ def rank_table(data: ReportData) -> Table:
     return Table("ranks", "Average rank by AULC across datasets (1 = best)", display, ranks.reset_index(), best)
 
 
-def paired_table(data: ReportData, baseline: str = "random") -> Table:
-    """Each strategy against `baseline` over the same seeds (AULC): win/tie/loss, mean difference, paired t-test."""
-    from scipy.stats import ttest_rel
-
-    records = []
-    for (dataset, regime), part in data.trials.groupby(GROUP):
-        base = part[part["strategy"] == baseline].set_index("seed")["aulc"]
-        for strategy in strategy_order(part["strategy"]):
-            if strategy == baseline:
-                continue
-            own = part[part["strategy"] == strategy].set_index("seed")["aulc"]
-            seeds = sorted(set(own.index) & set(base.index))
-            diff = own[seeds].to_numpy() - base[seeds].to_numpy()
-            p = (
-                float(ttest_rel(own[seeds], base[seeds]).pvalue)
-                if len(seeds) > 1 and np.std(diff) > 0
-                else float("nan")
-            )
-            records.append(
-                {
-                    "dataset": dataset,
-                    "regime": regime,
-                    "strategy": strategy,
-                    "seeds": len(seeds),
-                    "wins": int((diff > 1e-12).sum()),
-                    "ties": int((abs(diff) <= 1e-12).sum()),
-                    "losses": int((diff < -1e-12).sum()),
-                    "mean_diff": float(diff.mean()) if len(diff) else float("nan"),
-                    "std_diff": float(diff.std(ddof=1)) if len(diff) > 1 else float("nan"),
-                    "p_value": p,
-                }
-            )
-    frame = pd.DataFrame(records)
-    if frame.empty:
-        return Table(
-            "paired", f"Paired comparison with {baseline}", frame, frame, notes=[f"no '{baseline}' trials to pair with"]
-        )
-    display = pd.DataFrame(
-        {
-            "dataset/regime": frame["dataset"] + "/" + frame["regime"],
-            "strategy": frame["strategy"],
-            "win/tie/loss": [f"{w}/{t}/{l}" for w, t, l in zip(frame.wins, frame.ties, frame.losses, strict=True)],
-            "AULC difference": [
-                mean_std(m, s, n, 1.0, 3) for m, s, n in zip(frame.mean_diff, frame.std_diff, frame.seeds, strict=True)
-            ],
-            "paired t-test p": ["n/a" if pd.isna(p) else f"{p:.3f}" for p in frame.p_value],
-        }
-    ).set_index(["dataset/regime", "strategy"])
-    notes = [
-        "pairs are seeds of the same grid (same initial set and weights); with few seeds a paired test has little power"
-    ]
-    return Table("paired", f"Each strategy against {baseline}, paired by seed (AULC)", display, frame, notes=notes)
-
-
 def cost_table(data: ReportData) -> Table:
     """Paper Table IV: training and query seconds per trial, mean ± std, per strategy and dataset; with the hardware."""
     stats = (

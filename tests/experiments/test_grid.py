@@ -41,7 +41,7 @@ def test_overriding_epochs_rescales_the_schedule_unless_given(tmp_path):
     grid = parse_grid({**_base(), "datasets": ["cifar10"], "strategies": ["lplgrad"], "train": {"epochs": 50}})
     (trial,) = grid.trials()
     assert trial.train.epochs == 50 and trial.train.lr_milestones == (40,)
-    assert trial.strategy.settings == {"detach_epoch": 30}, "the loss-prediction taps detach after 60 % of it"
+    assert trial.strategy.settings == {"detach_epoch": 29}, "30 of 50 epochs stay attached, as 121 of 200"
     explicit = parse_grid({**_base(), "datasets": ["cifar10"], "train": {"epochs": 50, "lr_milestones": [45]}})
     assert explicit.trials()[0].train.lr_milestones == (45,)
 

@@ -25,10 +25,20 @@ CURVES = {  # (strategy, seed) -> accuracy at 10, 20, 30
 }
 
 
+FITS = {  # (strategy, seed) -> train accuracy at 10, 20, 30
+    ("lplgrad", 0): [0.6, 0.8, 1.0],
+    ("lplgrad", 1): [0.7, 0.9, 1.0],
+    ("random", 0): [0.5, 0.6, 0.7],
+    ("random", 1): [0.7, 0.8, 0.9],
+    ("ent_gradnorm", 0): [0.6, 0.7, 0.95],
+}
+
+
 def write_trial(results, strategy, seed, accuracies, device="cpu: test"):
     spec = trial_spec("digits", "small_cnn", REGIME, strategy, seed)
+    fits = FITS.get((strategy, seed), [None] * len(accuracies))
     records = [
-        RoundRecord(r, 10 * (r + 1), a, (a,) * 10, 0.1, (), 1.0 + seed, 0.0, 0.5, git_sha="sha", device=device)
+        RoundRecord(r, 10 * (r + 1), a, (a,) * 10, 0.1, (), 1.0 + seed, 0.0, 0.5, "sha", device, fits[r])
         for r, a in enumerate(accuracies)
     ]
     write_rounds(results, rows_of(spec, records))
@@ -81,6 +91,50 @@ def test_aulc_ranks_and_paired_comparison(results, tmp_path):
     # differences (0.2, 0.1): t = 0.15 / (0.0707 / sqrt 2) = 3 with 1 degree of freedom (Cauchy): p = 1 - 2 atan(3) / pi
     assert float(row["paired t-test p"]) == pytest.approx(1 - 2 * math.atan(3) / math.pi, abs=1e-3)
     assert paired.loc[("digits/test", "ent_gradnorm")]["paired t-test p"] == "n/a"
+
+
+def test_train_accuracy_by_count_and_the_underfit_cells_named(results, tmp_path):
+    table = {t.name: t for t in build_report(results, tmp_path / "out").tables}["train_accuracy"]
+    assert cell(table, "lplgrad", "digits/test @20") == "85.0 ± 7.1"  # mean of 80, 90
+    assert cell(table, "ent_gradnorm", "digits/test @30") == "95.0"
+    assert table.notes == [
+        "UNDERFIT: 7 of 9 (strategy, labeled count) cells train below 90%: an active-learning comparison on "
+        "underfit models is not meaningful (train longer: train.epochs)",
+        "digits/test ent_gradnorm: at 10 (60.0 %), 20 (70.0 %)",
+        "digits/test lplgrad: at 10 (65.0 %), 20 (85.0 %)",
+        "digits/test random: at 10 (60.0 %), 20 (70.0 %), 30 (80.0 %)",
+    ]
+    relaxed = {t.name: t for t in build_report(results, tmp_path / "o2", min_train_accuracy=0.5).tables}
+    assert relaxed["train_accuracy"].notes == ["every round trained to at least 50% train accuracy (mean over seeds)"]
+
+
+def test_side_by_side_ranks_paired_differences_and_the_seed_spread(results, tmp_path):
+    table = {t.name: t for t in build_report(results, tmp_path / "out").tables}["side_by_side"].display
+    lplgrad = table.loc[("digits/test", "lplgrad")]
+    # AULC: lplgrad (0.70, 0.80), random (0.50, 0.70), ent_gradnorm 0.625 (seed 0 only)
+    assert (lplgrad["rank"], lplgrad["AULC %"]) == (1, "75.0 ± 7.1")
+    # against random, per seed (0.20, 0.10): mean 0.15 > their std 0.071, so beyond the seeds' spread
+    assert (lplgrad["vs random (AULC)"], lplgrad["beyond spread (random)"]) == ("+15.0 ± 7.1", "yes")
+    # against ent_gradnorm only seed 0 pairs: 0.700 - 0.625
+    assert (lplgrad["vs ent_gradnorm (AULC)"], lplgrad["beyond spread (ent_gradnorm)"]) == ("+7.5", "n/a")
+    assert table.loc[("digits/test", "random")]["vs ent_gradnorm (AULC)"] == "-12.5"
+    assert table.loc[("digits/test", "random")]["vs random (AULC)"] == ""
+    assert list(table["rank"]) == [1, 2, 3] and set(table["paper rank"]) == {""}  # no Table III for digits
+
+
+def test_the_papers_table_iii_ranking():
+    from experiments.report.versus import paper_ranks
+
+    # CIFAR-10 means at 3k/6k/9k: lplgrad 82.9, learning_loss 82.3, ent_gradnorm 80.6, random 80.57,
+    # entropy 79.4, coreset 77.2
+    assert paper_ranks("cifar10") == {
+        "lplgrad": 1,
+        "learning_loss": 2,
+        "ent_gradnorm": 3,
+        "random": 4,
+        "entropy": 5,
+        "coreset": 6,
+    }
 
 
 def test_ablation_cost_and_paper_tables(results, tmp_path):

@@ -229,6 +229,20 @@ def test_variants_of_a_strategy_are_distinct_trials_in_parquet_mlflow_status_and
     assert report.returncode == 0 and all(label in report.stdout for label in labels)
 
 
+def test_a_changed_grid_says_which_trials_are_new_and_what_the_kept_ones_computed(grid_file, tmp_path):
+    grid_file.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("epochs: 8", "epochs: 2"))
+    results = tmp_path / "r"
+    assert albench_here("run", grid_file, "--results", results, "--in-process").returncode == 0
+    grid_file.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("epochs: 8", "epochs: 3"))
+    done = albench_here("run", grid_file, "--results", results, "--in-process")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if "the folder keeps trial" in line]
+    assert len(lines) == 2, done.stdout
+    (lplgrad,) = [line for line in lines if line.startswith("digits/tiny/lplgrad/seed0: new trial")]
+    assert "(5 of 5 rounds), computed with strategy.detach_epoch: 0 -> 1; train.epochs: 2 -> 3" in lplgrad
+    assert len(read_rounds(results)) == 20, "the earlier trials' rows are kept beside the new ones"
+
+
 def test_table_list_and_status_on_empty_folders(tmp_path):
     done = albench_here("table", "--results", tmp_path)
     assert done.returncode == 2 and "no results in" in done.stderr

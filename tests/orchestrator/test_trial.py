@@ -37,6 +37,22 @@ def test_same_spec_gives_bit_identical_records(strategy, digits):
     assert all(torch.equal(a.weights[n][k], b.weights[n][k]) for n in a.weights for k in a.weights[n])
 
 
+def test_each_record_holds_the_models_accuracy_on_its_labeled_set(digits):
+    from models import build_model
+    from models.augment import Normalizer
+    from models.evaluation import evaluate
+
+    state = run_trial(tiny_spec("entropy", epochs=20), digits, max_rounds=1)
+    (record,) = state.records
+    model = build_model("small_cnn", 10, 1)
+    model.load_state_dict(state.weights["backbone"])
+    labeled = torch.nonzero(state.labeled_round == 0).flatten()  # round 0's set; its picks joined for round 1
+    normalize = Normalizer(digits.mean, digits.std)
+    fit = evaluate(model, digits.train_images[labeled], digits.train_labels[labeled], normalize, 10)
+    assert record.train_accuracy == fit.accuracy == 1.0, "20 epochs fit 10 images"
+    assert record.train_accuracy > record.test_accuracy
+
+
 def test_strategies_of_a_seed_start_paired_and_seeds_differ(digits):
     entropy, margin = (
         run_trial(tiny_spec("entropy"), digits, max_rounds=1),

@@ -33,13 +33,36 @@ def test_ranking_loss_matches_the_ll4al_formula_by_hand():
 
 
 @pytest.mark.parametrize("dataset", sorted(DEFAULTS))
-@pytest.mark.parametrize("epochs", [None, 1, 2, 3, 5, 8, 10, 30, 50, 64, 100, 200])
-def test_the_default_detach_epoch_is_what_albench_17506af_resolved(dataset, epochs):
-    """17506af kept a detach epoch per dataset (0.6 of its epochs) and rescaled it as max(1, round(d * E / E0))."""
-    defaults = DEFAULTS[dataset].train
-    old_default = {"digits": 18, "cifar10": 120, "cifar100": 120, "svhn": 120, "caltech101": 30, "imagefolder": 30}
-    d0, e0 = old_default[dataset], defaults.epochs
-    train = resolve_train(defaults, {} if epochs is None else {"epochs": epochs})
-    expected = d0 if epochs is None else max(1, round(d0 * epochs / e0))
-    assert LossPredictionSettings().resolved(train).detach_epoch == expected
-    assert LossPredictionSettings(detach_epoch=7).resolved(train).detach_epoch == 7, "a given one is kept"
+def test_at_its_reference_length_a_schedule_detaches_where_the_reference_does(dataset):
+    reference = DEFAULTS[dataset].train
+    expected = {"digits": 18, "cifar10": 120, "cifar100": 120, "svhn": 120, "caltech101": 30, "imagefolder": 30}
+    assert LossPredictionSettings().resolved(reference, reference).detach_epoch == expected[dataset]
+    assert LossPredictionSettings(detach_epoch=7).resolved(reference, reference).detach_epoch == 7, "a given one"
+
+
+def phases(epochs: int) -> tuple[int, int, int]:
+    """CIFAR's schedule shortened to `epochs`: (attached, detached at the high LR, after the LR step) epochs."""
+    reference = DEFAULTS["cifar10"].train
+    train = resolve_train(reference, {"epochs": epochs})
+    d = LossPredictionSettings().resolved(train, reference).detach_epoch
+    (step,) = train.lr_milestones
+    attached = sum(1 for e in range(epochs) if not e > d)
+    detached_high = sum(1 for e in range(epochs) if e > d and e < step)
+    return attached, detached_high, epochs - step
+
+
+@pytest.mark.parametrize("epochs", [5, 8, 10, 20, 30, 50, 60, 100, 150, 200])
+def test_a_shortened_schedule_keeps_the_references_phase_split(epochs):
+    """200 epochs: 121 attached (60.5 %), 39 detached at the high LR (19.5 %), 40 after the step (20 %)."""
+    attached, detached_high, after_step = phases(epochs)
+    assert attached + detached_high + after_step == epochs
+    assert abs(attached / epochs - 0.605) <= 0.5 / epochs + 1e-9, "the attached count is the reference's, rounded"
+    assert abs(after_step / epochs - 0.2) <= 0.5 / epochs + 1e-9
+    assert detached_high >= 1, "some epochs run detached at the high LR"
+
+
+def test_the_split_at_the_lengths_the_old_rule_got_wrong():
+    assert phases(200) == (121, 39, 40)
+    assert phases(8) == (5, 1, 2)  # the old round(120 * 8 / 200) = 5 kept 6 of 8 attached, none detached at high LR
+    assert phases(3) == (2, 0, 1)  # the old rule never detached at 3 epochs or fewer
+    assert phases(1) == (1, 0, 0)
