@@ -27,8 +27,9 @@ from experiments.defaults import DEFAULTS, resolve_train
 from models import build_model
 from models.augment import Normalizer
 from models.evaluation import evaluate
+from models.networks import Networks
 from models.objective import CROSS_ENTROPY
-from models.training import Networks, _optimizer, lr_at, train_round
+from models.training import _optimizer, lr_at, train_round
 
 
 class PerImageDataset(torch.utils.data.Dataset):
@@ -65,7 +66,7 @@ def reference_train(nets: Networks, dataset: PerImageDataset, train, device: str
         pin_memory=device == "cuda",
         generator=torch.Generator().manual_seed(seed),
     )
-    optimizer = _optimizer(nets, train)
+    optimizer = _optimizer(nets, train, CROSS_ENTROPY)
     nets.backbone.train()
     for epoch in range(train.epochs):
         for group in optimizer.param_groups:
