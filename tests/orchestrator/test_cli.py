@@ -223,6 +223,9 @@ def test_variants_of_a_strategy_are_distinct_trials_in_parquet_mlflow_status_and
         "l2",
         "layer_sum",
     ]
+    fits = [m.value for m in tracker.client.get_metric_history(runs[0].info.run_id, "train_accuracy")]
+    assert len(fits) == 5 and all(0 < f <= 1 for f in fits), "each round's fit on its labeled set"
+    assert frame["train_accuracy"].between(0, 1).all()
     status = albench_here("status", "--results", results).stdout
     assert all(f"digits/tiny/{label}/seed0" in status for label in labels)
     report = albench_here("report", "--results", results, "--out", tmp_path / "report")
