@@ -67,15 +67,21 @@ def _rate(fn, n: int, repeats: int = 2) -> float:
 
 
 def _timed(fn) -> float:
+    """Seconds of fn, its GPU work included (CUDA runs asynchronously)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     start = time.perf_counter()
     fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def throughput_rows(model_name: str, batch: int, loop_n: int, repeats: int = 5) -> dict:
+def throughput_rows(model_name: str, batch: int, loop_n: int, repeats: int = 5, device: str = "cpu") -> dict:
+    """Samples/s of a (the one-sample loop), b (albench), c (a plain forward), d (forward + backward)."""
     torch.manual_seed(0)
-    model = build_model(model_name, 10, 3).eval()
-    x = _normalise(_images(batch))
+    model = build_model(model_name, 10, 3).eval().to(device)
+    x = _normalise(_images(batch)).to(device)
     xl = x[:loop_n]
 
     def forward_only():

@@ -7,6 +7,7 @@ from typing import Any
 
 TIMING_FIELDS = ("train_seconds", "eval_seconds", "query_seconds")
 PROVENANCE_FIELDS = ("git_sha", "device")
+GPU_FIELDS = ("gpu_peak_allocated_mib", "gpu_peak_reserved_mib", "gpu_utilization")  # measured, like timings
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class RoundRecord:
     # accuracy on the labeled set after the round's training (eval mode, test-time views): how close to
     # convergence the model was; None in rounds computed before albench recorded it
     train_accuracy: float | None = None
+    # what the round used of the trial's own GPU (None on a CPU; utilisation None without NVML)
+    gpu_peak_allocated_mib: float | None = None
+    gpu_peak_reserved_mib: float | None = None
+    gpu_utilization: float | None = None  # mean % over the round
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,5 +47,6 @@ class RoundRecord:
         )
 
     def deterministic(self) -> dict[str, Any]:
-        """The fields a rerun of the same spec reproduces exactly (on CPU): no timings, no provenance."""
-        return {k: v for k, v in self.to_dict().items() if k not in TIMING_FIELDS + PROVENANCE_FIELDS}
+        """The fields a rerun of the same spec reproduces exactly (on CPU): no timings, provenance or GPU use."""
+        measured = TIMING_FIELDS + PROVENANCE_FIELDS + GPU_FIELDS
+        return {k: v for k, v in self.to_dict().items() if k not in measured}

@@ -48,7 +48,11 @@ SCHEMA = pa.schema(
         ("budget", pa.int64()),
         ("n_rounds", pa.int64()),
         ("precision", pa.string()),
+        ("deterministic", pa.bool_()),  # train.deterministic: torch's deterministic algorithms (GPU); null before
         ("device", pa.string()),
+        ("gpu_peak_allocated_mib", pa.float64()),  # the trial's own GPU during the round; null on a CPU
+        ("gpu_peak_reserved_mib", pa.float64()),
+        ("gpu_utilization", pa.float64()),  # mean % over the round (NVML); null on a CPU or without NVML
         ("git_sha", pa.string()),
         ("spec_version", pa.int64()),
         ("spec", pa.string()),
@@ -88,6 +92,7 @@ def spec_columns(spec: TrialSpec) -> dict:
         "budget": regime.budget,
         "n_rounds": len(regime.labeled_counts),
         "precision": spec.train.precision,
+        "deterministic": spec.train.deterministic,
         "spec_version": SPEC_VERSION,
         "spec": spec.model_dump_json(),
     }

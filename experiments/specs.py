@@ -79,6 +79,9 @@ class TrainSpec(Frozen):
     hflip: bool = True
     reinit_each_round: bool = False  # the references warm-start; re-initialising is an option
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the training forward (scoring stays fp32)
+    # torch's deterministic algorithms, cuDNN deterministic without benchmark, cuBLAS's fixed workspace
+    # (orchestrator/gpu.py): a GPU trial then repeats bit for bit on the same GPU and software; CPU trials do anyway
+    deterministic: bool = False
 
 
 class ScoringSpec(Frozen):

@@ -31,8 +31,10 @@ def predict(backbone: nn.Module, images: torch.Tensor, normalize: Normalizer, ba
 def evaluate(
     backbone: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer, n_classes: int
 ) -> Evaluation:
-    correct = (predict(backbone, images, normalize) == labels).to(torch.float64)
+    # counted on the CPU: exact either way, and CUDA's weighted bincount is refused in the deterministic mode
+    correct = (predict(backbone, images, normalize) == labels).to(torch.float64).cpu()
+    labels = labels.cpu()
     per_class_total = torch.bincount(labels, minlength=n_classes).to(torch.float64)
     per_class_correct = torch.bincount(labels, weights=correct, minlength=n_classes)
-    per_class = (per_class_correct / per_class_total).cpu().tolist()  # NaN where a class has no test images
+    per_class = (per_class_correct / per_class_total).tolist()  # NaN where a class has no test images
     return Evaluation(accuracy=float(correct.mean()), per_class_accuracy=tuple(per_class))

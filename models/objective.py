@@ -7,9 +7,9 @@ an objective that also trains them; training never names them, it only follows t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from models.networks import Networks
+from models.ops import per_sample_cross_entropy
 from models.outputs import ModelOutput
 
 
@@ -20,7 +20,7 @@ class Objective:
 
     def loss(self, nets: Networks, out: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
         """The mean loss of one batch at `epoch` (0-based)."""
-        return F.cross_entropy(out.logits, labels, reduction="none").mean()
+        return per_sample_cross_entropy(out.logits, labels).mean()
 
     def lr_follows_schedule(self, network: str) -> bool:
         """Whether an auxiliary network's LR steps down with the backbone's (the backbone's always does)."""

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.ops import global_average_pool
 from models.outputs import ModelOutput
 
 
@@ -52,5 +53,5 @@ class ResNet18(nn.Module):
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             out = stage(out)
             taps.append(out)
-        embedding = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)  # [B, 512]
+        embedding = global_average_pool(out)  # [B, 512]
         return ModelOutput(self.linear(embedding), embedding, taps)

@@ -8,9 +8,9 @@ included, runs unchanged.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from models.ops import global_average_pool
 from models.outputs import ModelOutput
 
 
@@ -32,5 +32,5 @@ class SmallCNN(nn.Module):
         for stage in self.stages:
             x = stage(x)
             taps.append(x)
-        embedding = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # [B, widths[-1]]
+        embedding = global_average_pool(x)  # [B, widths[-1]]
         return ModelOutput(self.linear(embedding), embedding, taps)

@@ -42,6 +42,18 @@ class ResourcesSpec(Frozen):
     scoring_heap: Literal["fast", "bounded"] = "fast"
     score_batch_size: PositiveInt = SCORE_BATCH_SIZE  # images per scoring chunk: bounds its peak memory
 
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _a_share_or_whole_gpus(cls, value: float) -> float:
+        """Ray gives a trial a share of one GPU (0.25: four trials per GPU) or whole GPUs, never 1.5."""
+        if value > 1 and not float(value).is_integer():
+            raise ValueError(
+                f"{value:g} GPUs per trial cannot be scheduled: a trial takes a share of one GPU (0 < g <= 1, e.g. "
+                f"0.5 packs 2 trials per GPU, 0.25 packs 4) or a whole number of GPUs (2, 3, ...). "
+                f"Use {int(value)} or {int(value) + 1}"
+            )
+        return value
+
 
 # The grid's `train:` section: any TrainSpec field, each typed and constrained as there, all optional.
 TrainOverrides = create_model(

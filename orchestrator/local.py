@@ -16,6 +16,7 @@ import torch
 from experiments.errors import AlbenchError
 from orchestrator.bookkeeper import Bookkeeper, Planned
 from orchestrator.checkpoint import load_checkpoint, save_checkpoint
+from orchestrator.gpu import out_of_memory
 from orchestrator.grid import Grid
 from orchestrator.inputs import dataset_key, load_datasets, save_splits
 from orchestrator.ledger import TrialEntry
@@ -52,14 +53,17 @@ def run_planned(item: Planned, dataset, keeper: Bookkeeper, grid: Grid, device: 
         )
 
     keeper.start(item)
-    return run_trial(
-        spec,
-        dataset,
-        device=device,
-        state=state,
-        on_round=on_round,
-        score_batch_size=grid.resources.score_batch_size,
-    )
+    try:
+        return run_trial(
+            spec,
+            dataset,
+            device=device,
+            state=state,
+            on_round=on_round,
+            score_batch_size=grid.resources.score_batch_size,
+        )
+    except torch.OutOfMemoryError as error:  # the trial fails alone; the next one may fit
+        raise out_of_memory(error, 1.0, grid.resources.score_batch_size, spec.train.batch_size) from None
 
 
 def run_grid_locally(

@@ -1,9 +1,11 @@
-"""The Ray plumbing of `orchestrator.ray_runner`: joining the cluster, sizing a trial's bundle, naming Tune's
-checkpoints and errors, and the Tune callback that hands every trial event to the bookkeeper on the driver."""
+"""The Ray plumbing of `orchestrator.ray_runner`: joining the cluster, sizing a trial's bundle, claiming a
+worker's device, naming Tune's checkpoints and errors, and the Tune callback that hands every trial event to the
+bookkeeper on the driver."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pyarrow.fs as pafs
 from experiments.errors import ConfigError
 from orchestrator.bookkeeper import Bookkeeper, Planned
 from orchestrator.checkpoint import read_records
+from orchestrator.gpu import limit_memory
 from orchestrator.grid import ResourcesSpec
 from orchestrator.progress import Progress
 
@@ -103,3 +106,22 @@ def trial_bundle(resources: ResourcesSpec) -> dict[str, float]:
     if cluster.get("GPU", 0) > 0 and resources.gpus_per_trial > 0:
         bundle["GPU"] = resources.gpus_per_trial
     return bundle
+
+
+def claim_device(bundle: dict[str, float]) -> str:
+    """The device of a trial's (or scoring shard's) worker, called before anything touches CUDA.
+
+    A worker that asked for a GPU gets the one Ray gave it (CUDA_VISIBLE_DEVICES holds only that one), capped to
+    its share of the GPU's memory where the grid packs several trials per GPU. A worker that asked for none sees
+    none: since 2.60 Ray leaves such workers the node's whole CUDA_VISIBLE_DEVICES, so a CPU trial on a GPU node
+    would otherwise put tensors (and a CUDA context) on GPUs other trials own.
+    """
+    import ray
+    import torch
+
+    if not ray.get_gpu_ids():
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return "cpu"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    limit_memory(bundle.get("GPU", 1.0), device)
+    return device

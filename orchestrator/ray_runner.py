@@ -25,14 +25,15 @@ from experiments.specs import TrialSpec
 from orchestrator.bookkeeper import Bookkeeper
 from orchestrator.checkpoint import load_checkpoint, write_checkpoint_dir
 from orchestrator.cost import trial_work
+from orchestrator.gpu import out_of_memory
 from orchestrator.grid import Grid
 from orchestrator.inputs import dataset_key, load_datasets, save_splits
 from orchestrator.ledger import TrialEntry
 from orchestrator.progress import Progress
 from orchestrator.provenance import device_name
-from orchestrator.ray_cluster import ALBENCH_ERROR, connect, make_callback, trial_bundle
+from orchestrator.ray_cluster import ALBENCH_ERROR, claim_device, connect, make_callback, trial_bundle
 from orchestrator.records import TrialState
-from orchestrator.shards import ShardPool, local_device
+from orchestrator.shards import ShardPool
 from orchestrator.trial import run_trial, trial_threads
 from strategies.scoring_heap import set_scoring_heap
 
@@ -130,17 +131,17 @@ def train_trial(config: dict, datasets: dict[str, Dataset]) -> None:
     """config: spec (JSON), dataset_key, resume_from (checkpoint URI or None), legacy_id, mlflow_run_id,
     scoring_shards, scoring_heap, score_batch_size, bundle."""
     config = config.get("trial", config)
+    device, started_at = claim_device(config["bundle"]), time.time()  # first: before anything touches CUDA
     spec = TrialSpec.model_validate_json(config["spec"])
     dataset = datasets[config["dataset_key"]]
     torch.set_num_threads(trial_threads(config["bundle"].get("CPU", 1)))
     heap = config.get("scoring_heap", "fast")
     set_scoring_heap(heap)
-    device, started_at = local_device(), time.time()
     hardware = device_name(device)
     placement = {  # where this attempt runs: kept with the state, shown in the ledger
         "node": ray.get_runtime_context().get_node_id(),
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
         "started_at": str(started_at),
     }
 
@@ -179,6 +180,10 @@ def train_trial(config: dict, datasets: dict[str, Dataset]) -> None:
             score_batch_size=int(config["score_batch_size"]),
             map_shards=pool,
         )
+    except torch.OutOfMemoryError as error:  # this trial alone fails; its neighbours on the GPU carry on
+        share, chunk = config["bundle"].get("GPU", 1.0), int(config["score_batch_size"])
+        message = out_of_memory(error, share, chunk, spec.train.batch_size)
+        tune.report({ALBENCH_ERROR: f"{type(message).__name__}: {message}", "rounds_done": -1})
     except AlbenchError as error:  # deterministic (divergence, a corrupt checkpoint): a retry would fail alike
         tune.report({ALBENCH_ERROR: f"{type(error).__name__}: {error}", "rounds_done": -1})
     finally:

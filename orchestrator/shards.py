@@ -16,14 +16,10 @@ from experiments.specs import TrialSpec
 from models import build_model
 from models.augment import Normalizer
 from models.networks import Networks, Weights
+from orchestrator.ray_cluster import claim_device
 from strategies import Strategy, build_strategy
 from strategies.base import ScoringInputs, ShardResult
 from strategies.scoring_heap import ScoringHeap, run_scoring, set_scoring_heap
-
-
-def local_device() -> str:
-    """The GPU Ray gave this process (CUDA_VISIBLE_DEVICES holds only it), else the CPU."""
-    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
 
 
 @ray.remote
@@ -31,11 +27,17 @@ class ScoringShard:
     """Holds the pool images and a copy of the trial's networks (the backbone and the strategy's own)."""
 
     def __init__(
-        self, spec_json: str, images: torch.Tensor, normalize: Normalizer, n_classes: int, heap: ScoringHeap
+        self,
+        spec_json: str,
+        images: torch.Tensor,
+        normalize: Normalizer,
+        n_classes: int,
+        heap: ScoringHeap,
+        bundle: dict[str, float],
     ) -> None:
+        self.device = claim_device(bundle)
         spec = TrialSpec.model_validate_json(spec_json)
         set_scoring_heap(heap)
-        self.device = local_device()
         self.images = images.to(self.device)
         image_shape = tuple(images.shape[1:])
         backbone = build_model(spec.model, n_classes, image_shape[0])
@@ -81,7 +83,7 @@ class ShardPool:
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
                 if group is not None
                 else None,
-            ).remote(spec.model_dump_json(), images_ref, normalize, n_classes, heap)
+            ).remote(spec.model_dump_json(), images_ref, normalize, n_classes, heap, bundle)
             for i in range(1, n_shards)
         ]
 

@@ -11,11 +11,18 @@ import json
 import logging
 from pathlib import Path
 
-from experiments.records import RoundRecord
+from experiments.records import GPU_FIELDS, RoundRecord
 from experiments.specs import TrialSpec
 from strategies import validate_settings
 
-ROUND_METRICS = ("test_accuracy", "train_accuracy", "train_loss", "train_seconds", "eval_seconds", "query_seconds")
+ROUND_METRICS = (
+    "test_accuracy",
+    "train_accuracy",
+    "train_loss",
+    "train_seconds",
+    "eval_seconds",
+    "query_seconds",
+) + GPU_FIELDS
 
 
 def default_tracking_uri(results: Path) -> str:
@@ -93,7 +100,7 @@ class Tracker:
             Metric(name, float(getattr(r, name)), 0, r.n_labeled)
             for r in new
             for name in ROUND_METRICS
-            if getattr(r, name) is not None  # train_accuracy of rounds computed before it was recorded
+            if getattr(r, name) is not None  # GPU use on a CPU; train_accuracy of rounds from before it was kept
         ]
         metrics += [Metric("round", float(r.round), 0, r.n_labeled) for r in new]
         for start in range(0, len(metrics), 1000):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from models.augment import Normalizer
 from models.evaluation import evaluate
 from models.networks import Networks
 from models.training import train_round
+from orchestrator.gpu import GpuMeter, set_deterministic
 from orchestrator.provenance import device_name, git_sha
 from orchestrator.records import TrialState
 from orchestrator.streams import generator, seeded_global_rng, stream_key
@@ -111,7 +112,20 @@ def initial_state(spec: TrialSpec, dataset: Dataset) -> TrialState:
 
 
 def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> RoundRecord:
-    """Train -> test -> subset -> query -> label. Mutates nets and state.labeled_round."""
+    """Train -> test -> subset -> query -> label, measuring what the round used of its GPU. Mutates nets and
+    state.labeled_round."""
+    with GpuMeter(ctx.images.device) as meter:
+        record = _round(ctx, nets, state, r)
+    use = meter.result
+    return replace(
+        record,
+        gpu_peak_allocated_mib=use.peak_allocated_mib,
+        gpu_peak_reserved_mib=use.peak_reserved_mib,
+        gpu_utilization=use.utilization,
+    )
+
+
+def _round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> RoundRecord:
     spec, counts = ctx.spec, ctx.spec.regime.labeled_counts
     labeled = torch.nonzero(state.labeled_round >= 0).flatten().numpy()
     start = time.perf_counter()
@@ -181,6 +195,7 @@ def run_trial(
     score_batch_size: int = SCORE_BATCH_SIZE,
 ) -> TrialState:
     """Runs the trial's remaining rounds (from `state` if given); calls on_round(state) after each one."""
+    set_deterministic(spec.train.deterministic)
     ctx = TrialContext.create(
         spec, dataset, device, n_shards=n_shards, map_shards=map_shards, score_batch_size=score_batch_size
     )

@@ -18,6 +18,7 @@ from experiments.specs import TrainSpec
 from models import tap_channels
 from models.networks import Networks
 from models.objective import Objective
+from models.ops import global_average_pool, per_sample_cross_entropy
 from models.outputs import ModelOutput
 from strategies.settings import StrategySettings
 
@@ -40,9 +41,7 @@ class LossPredictionModule(nn.Module):
         self.head = nn.Linear(hidden * len(tap_channels), 1)
 
     def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
-        pooled = [
-            F.relu(fc(torch.flatten(F.adaptive_avg_pool2d(t, 1), 1))) for fc, t in zip(self.fcs, taps, strict=True)
-        ]
+        pooled = [F.relu(fc(global_average_pool(t))) for fc, t in zip(self.fcs, taps, strict=True)]
         return self.head(torch.cat(pooled, dim=1)).squeeze(1)  # [B]
 
 
@@ -110,7 +109,7 @@ class LossPredictionObjective(Objective):
     def loss(self, nets: Networks, out: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
         if self.detach_epoch is None:
             raise ValueError("detach_epoch is unresolved: build the strategy from a spec resolved for its schedule")
-        per_sample = F.cross_entropy(out.logits, labels, reduction="none")  # [B]
+        per_sample = per_sample_cross_entropy(out.logits, labels)  # [B]
         taps = [t.detach() for t in out.taps] if epoch > self.detach_epoch else out.taps
         predicted = nets.auxiliary[MODULE](taps)
         return per_sample.mean() + self.weight * loss_prediction_loss(predicted, per_sample, self.margin)

@@ -30,6 +30,7 @@ LAYERS = {
     "strategies": ["strategies"],
     "engine": [
         "orchestrator.streams",
+        "orchestrator.gpu",
         "orchestrator.records",
         "orchestrator.checkpoint",
         "orchestrator.trial",

@@ -85,6 +85,14 @@ def test_unknown_strategy_names_the_field_value_and_known_set():
         ({"train": {"lr_milestones": [10, "x"]}}, "train.lr_milestones.1: Input should be a valid integer"),
         ({"train": {"precision": "fp16"}}, "train.precision: Input should be 'fp32' or 'bf16'"),
         ({"resources": {"score_batch_size": 0}}, "resources.score_batch_size: Input should be greater than 0"),
+        (
+            {"resources": {"gpus_per_trial": 1.5}},
+            "resources.gpus_per_trial: 1.5 GPUs per trial cannot be scheduled: a trial takes a share of one GPU "
+            "(0 < g <= 1, e.g. 0.5 packs 2 trials per GPU, 0.25 packs 4) or a whole number of GPUs (2, 3, ...). "
+            "Use 1 or 2",
+        ),
+        ({"resources": {"gpus_per_trial": -0.5}}, "resources.gpus_per_trial: Input should be greater than or equal"),
+        ({"train": {"deterministic": "maybe"}}, "train.deterministic: Input should be a valid boolean"),
         ({"train": {"lr": -1}}, "greater than 0"),
         ({"datasets": ["cifar11"]}, "dataset 'cifar11' is unknown"),
         ({"model": "vgg"}, "model 'vgg' is unknown; known: resnet18, small_cnn"),
@@ -96,6 +104,11 @@ def test_malformed_grids_are_rejected_with_the_problem_named(changes, expected):
     with pytest.raises(ConfigError) as error:
         parse_grid(_base(**changes))
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize("gpus", [0, 0.25, 0.5, 1, 2, 4.0])
+def test_a_share_of_one_gpu_or_whole_gpus_per_trial_are_accepted(gpus):
+    assert parse_grid(_base(resources={"gpus_per_trial": gpus})).resources.gpus_per_trial == gpus
 
 
 def test_missing_fields_invalid_yaml_and_missing_file(tmp_path):

@@ -131,6 +131,7 @@ DEFAULTS_SNAPSHOT = {
         "hflip": True,
         "reinit_each_round": False,
         "precision": "fp32",
+        "deterministic": False,  # added after spec_version 1: its default is what trials computed before
     },
     "ScoringSpec": {"score_augmented": False},
     "random": {},
@@ -153,4 +154,7 @@ def test_defaults_left_out_of_ids_are_unchanged(name):
     models = {m.__name__: m for m in (DatasetSpec, RegimeSpec, TrainSpec, ScoringSpec)}
     model = models[name] if name in models else STRATEGIES[name].Settings
     defaults = {k: f.default for k, f in model.model_fields.items() if not f.is_required()}
-    assert defaults == DEFAULTS_SNAPSHOT[name], f"{name}: a changed default needs SPEC_VERSION bumped"
+    assert defaults == DEFAULTS_SNAPSHOT[name], (
+        f"{name}: a changed default needs SPEC_VERSION bumped; a new setting needs a default that computes what "
+        "trials computed without it, added here"
+    )

@@ -50,6 +50,15 @@ def node_with_4_cpus_4_fake_gpus(ray_head_without_cpus):
 
 
 @pytest.fixture
+def node_with_8_cpus_2_fake_gpus(ray_head_without_cpus, monkeypatch):
+    """Its processes inherit CUDA_VISIBLE_DEVICES=0,1, as on a real two-GPU machine."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    nodes = _nodes(ray_head_without_cpus, {"num_cpus": 8, "num_gpus": 2})
+    yield nodes[0]
+    _remove(ray_head_without_cpus, nodes)
+
+
+@pytest.fixture
 def two_nodes_with_2_cpus_each(ray_head_without_cpus):
     nodes = _nodes(ray_head_without_cpus, {"num_cpus": 2}, {"num_cpus": 2})
     yield nodes

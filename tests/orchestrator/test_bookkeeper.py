@@ -112,3 +112,21 @@ def test_a_moved_results_folder_still_finds_its_checkpoints(finished, tmp_path):
     lines = []
     (item,) = Bookkeeper(tmp_path / "moved", None).plan([spec], report=lines.append)
     assert item.entry.rounds_done == 2 and not lines, "no 'checkpoint is gone'"
+
+
+def test_a_rounds_gpu_use_becomes_mlflow_metrics_and_a_cpu_round_logs_none(finished, tmp_path):
+    from dataclasses import replace
+
+    spec, states = finished
+    tracker = Tracker(default_tracking_uri(tmp_path), "tests", tmp_path)
+    cpu_run, gpu_run = tracker.run_for(spec, "sha"), tracker.run_for(tiny_spec("lplgrad", seed=1), "sha")
+    tracker.log_rounds(cpu_run, states[-1].records)
+    used = [
+        replace(r, gpu_peak_allocated_mib=100.0 + r.round, gpu_peak_reserved_mib=200.0, gpu_utilization=55.5)
+        for r in states[-1].records
+    ]
+    tracker.log_rounds(gpu_run, used)
+    history = lambda run, name: [(m.step, m.value) for m in tracker.client.get_metric_history(run, name)]  # noqa: E731
+    assert history(gpu_run, "gpu_peak_allocated_mib") == [(10, 100.0), (20, 101.0), (30, 102.0), (40, 103.0)]
+    assert [v for _, v in history(gpu_run, "gpu_utilization")] == [55.5] * 4
+    assert history(cpu_run, "gpu_peak_allocated_mib") == [] and len(history(cpu_run, "test_accuracy")) == 4

@@ -91,3 +91,20 @@ def test_readers_ignore_a_half_written_temporary_file(finished, tmp_path):
 def test_an_empty_results_folder_reads_as_an_empty_frame(tmp_path):
     frame = read_rounds(tmp_path)
     assert frame.empty and "test_accuracy" in frame.columns
+
+
+def test_rows_record_the_deterministic_mode_and_the_rounds_gpu_use(finished, tmp_path):
+    spec, state = finished
+    measured = [replace(r, gpu_peak_allocated_mib=512.0, gpu_peak_reserved_mib=640.0) for r in state.records]
+    strict = tiny_spec("margin", deterministic=True)
+    write_rounds(tmp_path, rows_of(spec, state.records))
+    write_rounds(tmp_path, rows_of(strict, measured))
+    rows = read_rounds(tmp_path).set_index("trial_id")
+    assert rows.loc[spec.trial_id, "deterministic"].tolist() == [False] * 4
+    assert rows.loc[strict.trial_id, "deterministic"].tolist() == [True] * 4
+    assert rows.loc[spec.trial_id, "gpu_peak_allocated_mib"].isna().all(), "a CPU round used no GPU"
+    assert rows.loc[strict.trial_id, ["gpu_peak_allocated_mib", "gpu_peak_reserved_mib"]].values.tolist() == (
+        [[512.0, 640.0]] * 4
+    )
+    assert rows["gpu_utilization"].isna().all()
+    assert strict.trial_id != spec.trial_id, "the deterministic mode is a training setting: part of the id"

@@ -79,6 +79,31 @@ def test_four_trials_run_at_once_each_seeing_only_its_own_gpu(node_with_4_cpus_4
     assert max(starts) < min(ends), "all four trials were running at the same time"
 
 
+def _placements(results):
+    keeper = Bookkeeper(results, None)
+    return [read_records(keeper.checkpoint_of(e), e.trial_id)[1] for e in read_all(results)]
+
+
+def test_eight_quarter_gpu_trials_run_four_per_gpu_at_once_each_seeing_only_its_gpu(
+    node_with_8_cpus_2_fake_gpus, tmp_path
+):
+    strategies = ("random", "entropy", "margin", "least_confidence")
+    grid = grid_of("quarter-gpus", strategies=strategies, seeds=(0, 1), epochs=20, gpus_per_trial=0.25)
+    entries = on_ray(grid, tmp_path)
+    assert len(entries) == 8 and {e.status for e in entries} == {"done"}
+    extras = _placements(tmp_path)
+    assert sorted(e["gpu_ids"] for e in extras) == ["0"] * 4 + ["1"] * 4
+    assert all(e["cuda_visible_devices"] == e["gpu_ids"] for e in extras), [e["cuda_visible_devices"] for e in extras]
+    starts, ends = [float(e["started_at"]) for e in extras], [float(e["reported_at"]) for e in extras]
+    assert max(starts) < min(ends), "all eight trials were running at the same time"
+
+
+def test_trials_that_ask_for_no_gpu_see_none_on_a_gpu_node(node_with_8_cpus_2_fake_gpus, tmp_path):
+    on_ray(grid_of("cpu-only", strategies=("random", "entropy"), gpus_per_trial=0), tmp_path)
+    extras = _placements(tmp_path)
+    assert [(e["gpu_ids"], e["cuda_visible_devices"]) for e in extras] == [("", "")] * 2
+
+
 def test_two_nodes_share_the_trials_and_a_grid_survives_losing_one(
     two_nodes_with_2_cpus_each, ray_head_without_cpus, tmp_path
 ):

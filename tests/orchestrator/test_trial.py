@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,25 @@ def test_lplgrad_and_random_on_the_real_cifar10_subset(cifar10_subset_root):
         accuracies = [r.test_accuracy for r in state.records]
         assert len(accuracies) == 3, accuracies
         assert accuracies[-1] > 0.2 and accuracies[-1] > accuracies[0], accuracies  # chance is 0.10
+
+
+def test_the_deterministic_mode_is_on_during_its_trial_only_and_changes_nothing_on_cpu(digits):
+    seen = []
+
+    def flags(state):
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic))
+
+    plain = run_trial(tiny_spec("entropy"), digits, on_round=flags)
+    strict = run_trial(tiny_spec("entropy", deterministic=True), digits, on_round=flags)
+    assert seen == [(False, False)] * 4 + [(True, True)] * 4
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.backends.cudnn.benchmark
+    assert _deterministic(strict) == _deterministic(plain), "on a CPU the deterministic mode changes no number"
+    run_trial(tiny_spec("random"), digits, max_rounds=1)  # the next trial of a process starts without it
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_cpu_round_records_no_gpu_use(digits):
+    (record,) = run_trial(tiny_spec("random"), digits, max_rounds=1).records
+    assert (record.gpu_peak_allocated_mib, record.gpu_peak_reserved_mib, record.gpu_utilization) == (None,) * 3
+    assert record.device.startswith("cpu: ")

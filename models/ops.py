@@ -1,0 +1,31 @@
+"""The ops whose CUDA kernels torch's deterministic mode refuses, each with a form it accepts.
+
+`torch.use_deterministic_algorithms(True)` (the `train: {deterministic: true}` setting) raises on CUDA for the
+backward of adaptive average pooling and of the NLL loss (both accumulate with atomicAdd), and for a weighted
+bincount. Under that mode on CUDA these helpers switch to forms built from deterministic kernels: a mean over
+positions, and log-softmax + gather. Everywhere else (every CPU trial, GPU trials without the mode) they run
+the usual op, so no record computed before them changes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _deterministic_cuda(x: torch.Tensor) -> bool:
+    return x.is_cuda and torch.are_deterministic_algorithms_enabled()
+
+
+def global_average_pool(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C]."""
+    if _deterministic_cuda(x):
+        return x.mean((2, 3))
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+def per_sample_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[B, C], [B] -> [B]: each sample's cross-entropy."""
+    if _deterministic_cuda(logits):
+        return -torch.log_softmax(logits, 1).gather(1, labels.unsqueeze(1)).squeeze(1)
+    return F.cross_entropy(logits, labels, reduction="none")

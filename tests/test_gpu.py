@@ -1,0 +1,129 @@
+"""On a CUDA device: per-sample gradient norms (the unfold path) against a one-sample loop, bf16 + channels-last
+training, evaluation, a trial's GPU metrics, the deterministic mode and a trial that overruns its memory share.
+
+Skipped without CUDA (CI never has one); `python -m bench.gpu` runs them first on a GPU machine. Imports only
+the core: the GPU machine's image has neither Ray nor MLflow.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from experiments.datasets import load_dataset
+from models import build_model
+from models.augment import Normalizer
+from models.evaluation import evaluate
+from models.networks import Networks
+from models.objective import CROSS_ENTROPY
+from models.training import train_round
+from orchestrator.trial import run_trial
+from strategies.gradnorm import per_sample_grad_norms
+from tests.conftest import REPO, tiny_spec
+from tests.strategies.test_gradnorm import _with_running_stats, reference_loop
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (python -m bench.gpu runs these)"),
+]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.mark.parametrize(("model_name", "size", "n"), [("small_cnn", 16, 8), ("resnet18", 32, 4)])
+@pytest.mark.parametrize("loss", ["entropy", "expected_ce"])
+def test_per_sample_gradient_norms_on_cuda_match_a_one_sample_loop(model_name, size, n, loss):
+    torch.manual_seed(0)
+    model = _with_running_stats(build_model(model_name, 10, 3), (3, size, size)).cuda()
+    x = torch.randn(n, 3, size, size, dtype=torch.float64, device="cuda")
+    fast = per_sample_grad_norms(model, x, loss=loss, chunk_size=n // 2)
+    assert fast.device.type == "cuda"
+    torch.testing.assert_close(fast, reference_loop(model, x, loss), rtol=1e-6, atol=0)
+
+
+def test_fp32_scores_on_cuda_agree_with_float64_on_the_cpu():
+    torch.manual_seed(0)
+    model = _with_running_stats(build_model("resnet18", 10, 3), (3, 32, 32))
+    x = torch.randn(16, 3, 32, 32, dtype=torch.float64)
+    exact = per_sample_grad_norms(model, x)
+    on_gpu = per_sample_grad_norms(model.float().cuda(), x.float().cuda()).double().cpu()
+    torch.testing.assert_close(on_gpu, exact, rtol=2e-3, atol=0)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_on_cuda_in_bf16_and_channels_last_fits_and_evaluates_as_on_the_cpu(digits, precision):
+    spec = tiny_spec("random", epochs=40, precision=precision)
+    torch.manual_seed(0)
+    nets = Networks(build_model("small_cnn", 10, 1).cuda())
+    images, labels = digits.train_images.cuda(), digits.train_labels.cuda()
+    labeled = torch.arange(300).numpy()
+    normalize = Normalizer(digits.mean, digits.std)
+    stats = train_round(
+        nets,
+        images,
+        labels,
+        labeled,
+        spec.train,
+        CROSS_ENTROPY,
+        normalize,
+        torch.Generator().manual_seed(0),
+        torch.Generator().manual_seed(1),
+    )
+    assert torch.isfinite(torch.tensor(stats.final_loss))
+    conv = next(m for m in nets.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    fit = evaluate(nets.backbone, images[:300], labels[:300], normalize, 10)
+    assert fit.accuracy > 0.95, f"{precision}: 40 epochs fit 300 digits"
+    on_gpu = evaluate(nets.backbone, digits.test_images.cuda(), digits.test_labels.cuda(), normalize, 10)
+    on_cpu = evaluate(nets.backbone.cpu(), digits.test_images, digits.test_labels, normalize, 10)
+    assert abs(on_gpu.accuracy - on_cpu.accuracy) <= 0.01
+
+
+def test_a_cuda_trial_records_its_gpu_use(digits):
+    state = run_trial(tiny_spec("ent_gradnorm"), digits, device="cuda", max_rounds=2)
+    for record in state.records:
+        assert 0 < record.gpu_peak_allocated_mib <= record.gpu_peak_reserved_mib
+        assert record.device == torch.cuda.get_device_name(0)
+    try:
+        import pynvml  # noqa: F401  (nvidia-ml-py)
+    except ImportError:
+        return
+    assert all(0 <= r.gpu_utilization <= 100 for r in state.records)
+
+
+@pytest.mark.parametrize("strategy", ["lplgrad", "badge"])
+def test_the_deterministic_mode_repeats_a_cuda_trial_bit_for_bit(digits, strategy):
+    spec = tiny_spec(strategy, deterministic=True, augment=True, crop_padding=1)
+    first, second = (run_trial(spec, digits, device="cuda") for _ in range(2))
+    assert [r.deterministic() for r in first.records] == [r.deterministic() for r in second.records]
+
+
+def test_a_trial_over_its_memory_share_fails_naming_the_fix():
+    code = textwrap.dedent(
+        """
+        import torch
+        from experiments.datasets import load_dataset
+        from orchestrator.gpu import limit_memory, out_of_memory
+        from orchestrator.trial import run_trial
+        from tests.conftest import tiny_spec
+
+        limit_memory(0.0005, "cuda")
+        spec = tiny_spec("ent_gradnorm")
+        try:
+            run_trial(spec, load_dataset("digits"), device="cuda")
+        except torch.OutOfMemoryError as error:
+            print(out_of_memory(error, 0.0005, 256, spec.train.batch_size))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert "ran out of memory on its share of the GPU (resources.gpus_per_trial = 0.0005)" in done.stdout, (
+        done.stdout + done.stderr
+    )
+    assert "fewer trials per GPU" in done.stdout
