@@ -20,6 +20,7 @@ from experiments.records import RoundRecord
 from experiments.results import rounds_done, rows_of, spec_columns, trial_file, write_rounds
 from experiments.specs import SPEC_VERSION, TrialSpec
 from orchestrator.checkpoint import checkpoint_exists, read_records
+from orchestrator.inputs import DatasetDigest
 from orchestrator.ledger import TrialEntry, TrialStatus, entry_path, read_entry, remove_entry, write_entry
 from orchestrator.provenance import git_sha
 from orchestrator.tracking import Tracker, default_tracking_uri
@@ -102,8 +103,14 @@ class Bookkeeper:
         return self.located(entry.checkpoint, entry.trial_id, entry.legacy_id)
 
     # -- before a run
-    def plan(self, specs: list[TrialSpec], report: Callable[[str], None] = print) -> list[Planned]:
-        """Every trial of the grid with its ledger entry caught up to its checkpoint; unfinished ones PENDING."""
+    def plan(
+        self,
+        specs: list[TrialSpec],
+        report: Callable[[str], None] = print,
+        inputs: Callable[[TrialSpec], list[DatasetDigest]] | None = None,
+    ) -> list[Planned]:
+        """Every trial of the grid with its ledger entry caught up to its checkpoint; unfinished ones PENDING.
+        `inputs`: the datasets each trial reads, logged with its MLflow run."""
         for line in same_name_elsewhere(self.results, specs):
             report(line)
         planned = []
@@ -113,7 +120,7 @@ class Bookkeeper:
             )
             entry.label, entry.experiment = spec.label, spec.experiment  # names may change; the id does not
             entry.spec_version, entry.spec = SPEC_VERSION, spec.model_dump_json()
-            self._open_run(spec, entry)
+            self._open_run(spec, entry, inputs(spec) if inputs else [])
             uri = self.checkpoint_of(entry)
             if uri and not checkpoint_exists(uri):
                 self._lost_checkpoint(spec, entry, uri, report)
@@ -133,6 +140,25 @@ class Bookkeeper:
             return
         report(f"{spec.label}: its checkpoint {uri} is gone; the trial restarts from round 1")
         entry.checkpoint, entry.rounds_done, entry.status = None, 0, PENDING
+
+    # -- the grid as a whole (MLflow's parent run)
+    def open_grid(self, grid_file: Path, resolved: dict) -> None:
+        if self.tracker is not None:
+            self.tracker.open_grid(grid_file, resolved, self.sha)
+
+    def close_grid(self, entries: list[TrialEntry], summary: dict[str, float]) -> None:
+        """The grid's summary metrics on its parent run; FINISHED when every trial is DONE."""
+        if self.tracker is not None:
+            statuses = {e.status for e in entries}
+            status = "FAILED" if FAILED in statuses else "FINISHED" if statuses <= {DONE} else "SCHEDULED"
+            self.tracker.close_grid(status, summary)
+
+    def log_report(self, folder: Path) -> bool:
+        """The report as the grid's parent-run artifacts (replacing the previous copy); False without one."""
+        if self.tracker is None or (self.tracker.parent_id is None and self.tracker.find_grid() is None):
+            return False
+        self.tracker.replace_report(folder)
+        return True
 
     # -- events of a run
     def start(self, item: Planned) -> None:
@@ -228,9 +254,11 @@ class Bookkeeper:
         return folder
 
     # -- the sinks
-    def _open_run(self, spec: TrialSpec, entry: TrialEntry) -> None:
+    def _open_run(self, spec: TrialSpec, entry: TrialEntry, inputs: list[DatasetDigest]) -> None:
         if self.tracker is not None and entry.mlflow_run_id is None:
-            entry.mlflow_run_id = self.tracker.run_for(spec, self.sha)
+            entry.mlflow_run_id = self.tracker.run_for(spec, self.sha, inputs)
+        elif self.tracker is not None:
+            self.tracker.link(entry.mlflow_run_id, inputs)
         write_entry(self.results, entry)
 
     def _project(self, spec: TrialSpec, entry: TrialEntry, uri: str, records: list[RoundRecord]) -> None:

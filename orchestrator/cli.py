@@ -24,10 +24,12 @@ def _device(choice: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from experiments.report import build_report
+    from experiments.report.data import load, summary_metrics
     from experiments.results import read_rounds
     from experiments.summary import format_accuracy_tables
     from orchestrator.bookkeeper import Bookkeeper
-    from orchestrator.grid import load_grid
+    from orchestrator.grid import load_grid, resolved_grid
 
     grid = load_grid(args.grid)
     results = Path(args.results) if args.results else Path("results") / grid.name
@@ -35,6 +37,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     keeper = Bookkeeper.tracking(results, args.tracking_uri, grid.name)  # the store exists before any trial starts
     uri = keeper.tracking_uri
     say(f"grid '{grid.name}': {len(grid.trials())} trials; results in {results}")
+    keeper.open_grid(Path(args.grid), resolved_grid(grid))
     if args.in_process:
         from orchestrator.local import run_grid_locally
 
@@ -61,6 +64,12 @@ def cmd_run(args: argparse.Namespace) -> None:
             set_aside_old=args.set_aside_old,
         )
     rounds = read_rounds(results)
+    if len(rounds):
+        keeper.close_grid(entries, summary_metrics(load(results), grid.name))
+        if keeper.tracker is not None:  # the report beside the runs it summarises
+            keeper.log_report(build_report(results, results / "report").out)
+    else:
+        keeper.close_grid(entries, {})
     say(f"\n{format_accuracy_tables(rounds[rounds['experiment'] == grid.name])}")
     say(f"\nwall time {time.perf_counter() - start:.1f} s; Parquet: pandas.read_parquet('{results / 'rounds'}')")
     if uri and uri.startswith("sqlite:"):
@@ -125,10 +134,35 @@ def cmd_report(args: argparse.Namespace) -> None:
         say("\nwarning: " + "\n  ".join(fit.notes))
     if report.missing:
         say(f"\npartial results: {len(report.missing)} trials unfinished or not started (listed in the report)")
+    if args.mlflow:
+        for name in report_experiments(args.results):
+            keeper = _keeper_of(args.results, args.tracking_uri, name)
+            if not keeper.log_report(out):
+                raise AlbenchError(
+                    f"grid '{name}' has no MLflow parent run at {keeper.tracking_uri}: `albench run` makes it "
+                    "(give --tracking-uri if the grid was tracked elsewhere)"
+                )
+            say(f"logged the report as artifacts of grid '{name}''s parent run ({keeper.tracking_uri})")
     say(
         f"\nwrote {len(report.tables)} tables (md, tex, csv) and {len(report.figures)} figure files to {out}; "
         f"open {out / 'index.html'}"
     )
+
+
+def report_experiments(results: str) -> list[str]:
+    from experiments.results import read_rounds
+
+    return sorted(read_rounds(results)["experiment"].unique())
+
+
+def _keeper_of(results: str, tracking_uri: str | None, experiment: str):
+    from orchestrator.bookkeeper import Bookkeeper
+    from orchestrator.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(Path(results))
+    if uri.startswith("sqlite:") and not Path(results, "mlflow.db").exists() and tracking_uri is None:
+        raise AlbenchError(f"no MLflow store in {results} (mlflow.db); give --tracking-uri where the grid was tracked")
+    return Bookkeeper.tracking(results, uri, experiment)
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -183,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output folder (default: RESULTS/report)")
     report.add_argument("--at", help="labeled counts for the accuracy table, e.g. 3000,6000,9000 (default: all)")
     report.add_argument("--per-class", help="strategy of the per-class accuracy figure (default: lplgrad)")
+    report.add_argument(
+        "--mlflow", action="store_true", help="also log the report as artifacts of the grid's MLflow parent run"
+    )
+    report.add_argument("--tracking-uri", help="with --mlflow (default: sqlite in the results folder)")
     report.add_argument(
         "--min-train-accuracy",
         type=float,

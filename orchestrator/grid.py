@@ -284,3 +284,13 @@ def load_grid(path: str | os.PathLike) -> Grid:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     return parse_grid(data, str(path))
+
+
+def resolved_grid(grid: Grid) -> dict:
+    """The grid as albench understood it: every field with its default, and each trial's id, label and spec."""
+    return {
+        "grid": grid.model_dump(mode="json"),
+        "trials": [
+            {"trial_id": t.trial_id, "label": t.label, "spec": t.model_dump(mode="json")} for t in grid.trials()
+        ],
+    }

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from experiments.datasets import Dataset, load_dataset
 from experiments.specs import TrialSpec
@@ -33,3 +36,67 @@ def save_splits(results: Path, datasets: dict[str, Dataset]) -> None:
             path = Path(results) / "splits" / f"{dataset.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"dataset": json.loads(key), **dataset.split}))
+
+
+@dataclass(frozen=True)
+class DatasetDigest:
+    """A dataset a trial reads, as MLflow shows it: a name, a digest of its images and labels, and the context
+    it is read in (train: the split the labeled set is drawn from; test; pool: the unlabeled images scored)."""
+
+    name: str
+    context: str
+    digest: str
+    source: dict = field(default_factory=dict)
+    profile: dict = field(default_factory=dict)
+
+
+def digest_of(*tensors: torch.Tensor) -> str:
+    """16 hex digits of the SHA-256 of the tensors' bytes: equal data, equal digest, on any machine."""
+    sha = hashlib.sha256()
+    for tensor in tensors:
+        sha.update(str(tuple(tensor.shape)).encode())
+        sha.update(tensor.contiguous().numpy().tobytes())
+    return sha.hexdigest()[:16]
+
+
+def dataset_digests(key: str, dataset: Dataset) -> list[DatasetDigest]:
+    """The train, test and pool inputs of every trial on this dataset (its spec, as JSON, is `key`)."""
+    source = json.loads(key)
+    n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
+    shape = list(dataset.train_images.shape[1:])
+    return [
+        DatasetDigest(
+            f"{dataset.name}-train",
+            "train",
+            digest_of(dataset.train_images, dataset.train_labels),
+            source,
+            {"images": n_train, "image_shape": shape, "classes": len(dataset.class_names)},
+        ),
+        DatasetDigest(
+            f"{dataset.name}-test",
+            "test",
+            digest_of(dataset.test_images, dataset.test_labels),
+            source,
+            {"images": n_test, "image_shape": shape, "classes": len(dataset.class_names)},
+        ),
+        DatasetDigest(
+            f"{dataset.name}-pool",
+            "pool",
+            digest_of(dataset.train_images),  # the strategies see the pool's images, never its labels
+            source,
+            {"images": n_train, "image_shape": shape},
+        ),
+    ]
+
+
+def inputs_of(datasets: dict[str, Dataset]):
+    """spec -> the DatasetDigests of its dataset, each dataset hashed once, on first use."""
+    cache: dict[str, list[DatasetDigest]] = {}
+
+    def of(spec: TrialSpec) -> list[DatasetDigest]:
+        key = dataset_key(spec)
+        if key not in cache:
+            cache[key] = dataset_digests(key, datasets[key])
+        return cache[key]
+
+    return of

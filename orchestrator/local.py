@@ -18,7 +18,7 @@ from orchestrator.bookkeeper import Bookkeeper, Planned
 from orchestrator.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.gpu import out_of_memory
 from orchestrator.grid import Grid
-from orchestrator.inputs import dataset_key, load_datasets, save_splits
+from orchestrator.inputs import dataset_key, inputs_of, load_datasets, save_splits
 from orchestrator.ledger import TrialEntry
 from orchestrator.provenance import device_name
 from orchestrator.records import TrialState
@@ -92,7 +92,7 @@ def _run_all(grid, keeper, data_root, device, report, round_progress, set_aside_
     datasets = load_datasets(specs, data_root or grid.data_root)
     save_splits(keeper.results, datasets)
     keeper.carry_over(report, set_aside_old)
-    planned = keeper.plan(specs, report)
+    planned = keeper.plan(specs, report, inputs_of(datasets))
     quiet = lambda line: None  # noqa: E731
     try:
         for i, item in enumerate(planned, 1):

@@ -1,7 +1,9 @@
-"""MLflow: one experiment per grid, one run per trial, one point per (trial, round, metric). Driver-side only.
+"""MLflow: one experiment per grid, a parent run for the grid, one child run per trial with its datasets as
+inputs, one point per (trial, round, metric). Driver-side only.
 
-Runs are found by their `trial_id` tag before one is created, and only rounds whose step (n_labeled) is not
-yet in a run's history are logged, so catching up after any crash never duplicates a run or a point.
+The parent's id lives in the results folder (`mlflow-parent.json`, per tracking URI and grid); runs are found by their
+`trial_id` tag before one is created, and only rounds whose step (n_labeled) is not yet in a run's history
+are logged, so catching up after any crash, or rerunning a grid, never duplicates a run or a point.
 Only `orchestrator.bookkeeper` uses it.
 """
 
@@ -9,11 +11,24 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from experiments.records import GPU_FIELDS, RoundRecord
 from experiments.specs import TrialSpec
+from orchestrator.inputs import DatasetDigest
 from strategies import validate_settings
+
+# MLflow 3.x opens an experiment by its kind: without it, on the GenAI overview (traces, tokens); with it, on its
+# runs. The tag and value are those of the pinned MLflow's UI (its ExperimentKind enum).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+PARENT_TAG = "mlflow.parentRunId"
+CONTEXT_TAG = "mlflow.data.context"
+GRID_ROLE = ("albench.role", "grid")  # marks the grid's parent run
+PARENT_FILE = "mlflow-parent.json"
 
 ROUND_METRICS = (
     "test_accuracy",
@@ -23,6 +38,12 @@ ROUND_METRICS = (
     "eval_seconds",
     "query_seconds",
 ) + GPU_FIELDS
+
+
+def metric_name(key: str) -> str:
+    """MLflow metric names allow letters, digits and _-. /:  only; a variant label's parentheses, '=' and ','
+    become '_' (the label stays readable: 'aulc/digits/tiny/bait_lam_0.01_')."""
+    return re.sub(r"[^\w\-. /:]", "_", key)
 
 
 def default_tracking_uri(results: Path) -> str:
@@ -51,18 +72,127 @@ class Tracker:
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._logged: dict[str, set[int]] = {}  # run id -> steps already logged
+        self.experiment, self.results = experiment, Path(results)
+        self.parent_id: str | None = None  # set by open_grid: every trial run is filed under it
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
+            if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:  # stores made before albench set it
+                self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
         else:
             artifacts = (Path(results) / "mlflow-artifacts").resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=artifacts, tags=dict([EXPERIMENT_KIND])
+            )
 
-    def run_for(self, spec: TrialSpec, git_sha: str) -> str:
-        """The trial's own run: found by its trial_id tag, else created with the resolved spec as params."""
+    # -- the grid's parent run
+    def open_grid(self, grid_file: Path, resolved: dict, git_sha: str) -> str:
+        """The grid's parent run, created once and found again by the id the results folder keeps (then by its
+        tag): its artifacts are the grid file as written and the resolved grid, replaced on each run."""
+        self.parent_id = self._stored_parent() or self._tagged_parent() or self._new_parent(git_sha)
+        self._store_parent(self.parent_id)
+        self.client.update_run(self.parent_id, status="RUNNING")
+        repository = self._artifacts(self.parent_id)
+        repository.log_artifact(str(grid_file), "grid")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "resolved.json"
+            path.write_text(json.dumps(resolved, indent=1, sort_keys=True))
+            repository.log_artifact(str(path), "grid")
+        return self.parent_id
+
+    def close_grid(self, status: str, summary: dict[str, float]) -> None:
+        """The grid's summary as the parent's metrics (latest value wins), and its status."""
+        from mlflow.entities import Metric
+
+        if self.parent_id is None:
+            return
+        now = int(time.time() * 1000)
+        metrics = [Metric(metric_name(k), float(v), now, 0) for k, v in sorted(summary.items())]
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(self.parent_id, metrics=metrics[start : start + 1000])
+        self.set_status(self.parent_id, status)
+
+    def _parent_file(self) -> Path:
+        return self.results / PARENT_FILE
+
+    def find_grid(self) -> str | None:
+        """The grid's parent run, if `open_grid` made one (for `albench report --mlflow`)."""
+        self.parent_id = self._stored_parent() or self._tagged_parent()
+        return self.parent_id
+
+    def replace_report(self, folder: Path) -> None:
+        """The report's files as the parent run's `report/` artifacts, replacing the previous copy whole (a file
+        the new report no longer makes does not linger)."""
+        repository = self._artifacts(self.parent_id)
+        if self.client.list_artifacts(self.parent_id, "report"):
+            repository.delete_artifacts("report")
+        repository.log_artifacts(str(folder), "report")
+
+    def _stored_parent(self) -> str | None:
+        path = self._parent_file()
+        stored = json.loads(path.read_text()).get(self.uri, {}).get(self.experiment) if path.exists() else None
+        if not stored or stored.get("experiment_id") != self.experiment_id:
+            return None
+        try:
+            run = self.client.get_run(stored["run_id"])
+        except Exception:  # deleted from the store (mlflow gc) or another store at the same URI
+            return None
+        return run.info.run_id if run.info.lifecycle_stage == "active" else None
+
+    def _tagged_parent(self) -> str | None:
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{GRID_ROLE[0]}` = '{GRID_ROLE[1]}'", max_results=1
+        )
+        return found[0].info.run_id if found else None
+
+    def _new_parent(self, git_sha: str) -> str:
+        tags = dict([GRID_ROLE]) | {"git_sha": git_sha, "mlflow.note.content": f"albench grid '{self.experiment}'"}
+        return self.client.create_run(self.experiment_id, tags=tags, run_name=f"grid: {self.experiment}").info.run_id
+
+    def _store_parent(self, run_id: str) -> None:
+        path = self._parent_file()
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        entry = {"experiment_id": self.experiment_id, "run_id": run_id}
+        if stored.get(self.uri, {}).get(self.experiment) != entry:
+            stored.setdefault(self.uri, {})[self.experiment] = entry
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_text(json.dumps(stored, indent=1))
+            temporary.replace(path)
+
+    def _artifacts(self, run_id: str):
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        return get_artifact_repository(self.client.get_run(run_id).info.artifact_uri, tracking_uri=self.uri)
+
+    # -- the trials' runs
+    def run_for(self, spec: TrialSpec, git_sha: str, inputs: Sequence[DatasetDigest] = ()) -> str:
+        """The trial's own run: found by its trial_id tag, else created with the resolved spec as params; filed
+        under the grid's parent run, with its datasets as inputs."""
         found = self.client.search_runs([self.experiment_id], filter_string=f"tags.trial_id = '{spec.trial_id}'")
-        if found:
-            return found[0].info.run_id
+        run_id = found[0].info.run_id if found else self._new_run(spec, git_sha)
+        self.link(run_id, inputs)
+        return run_id
+
+    def link(self, run_id: str, inputs: Sequence[DatasetDigest] = ()) -> None:
+        """Files a trial's run under the grid's parent and logs its datasets, each once (runs of earlier albench
+        versions, or of runs without a parent, are caught up here)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        run = self.client.get_run(run_id)
+        if self.parent_id is not None and run.data.tags.get(PARENT_TAG) != self.parent_id:
+            self.client.set_tag(run_id, PARENT_TAG, self.parent_id)
+        if inputs and not run.inputs.dataset_inputs:
+            datasets = [
+                DatasetInput(
+                    Dataset(d.name, d.digest, "albench", json.dumps(d.source), profile=json.dumps(d.profile)),
+                    [InputTag(CONTEXT_TAG, d.context)],
+                )
+                for d in inputs
+            ]
+            self.client.log_inputs(run_id, datasets)
+
+    def _new_run(self, spec: TrialSpec, git_sha: str) -> str:
         from mlflow.entities import Param
 
         tags = {

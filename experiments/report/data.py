@@ -64,3 +64,14 @@ def load(results: str | Path) -> ReportData:
         if entry["trial_id"] not in have:
             missing.append(f"{entry['label']}: no rounds yet ({entry['status']})")
     return ReportData(rounds, trials, {k: len(v) for k, v in seeds.items()}, missing)
+
+
+def summary_metrics(data: ReportData, experiment: str) -> dict[str, float]:
+    """A grid's summary for its MLflow parent run: each strategy's mean AULC per dataset/regime over its finished
+    trials ('aulc/<dataset>/<regime>/<strategy>'), with the finished-trial count beside it."""
+    done = data.trials[(data.trials["experiment"] == experiment) & data.trials["complete"]]
+    metrics: dict[str, float] = {}
+    for (dataset, regime, strategy), part in done.groupby([*GROUP, "strategy"]):
+        metrics[f"aulc/{dataset}/{regime}/{strategy}"] = float(part["aulc"].mean())
+        metrics[f"trials_done/{dataset}/{regime}/{strategy}"] = float(len(part))
+    return metrics

@@ -19,10 +19,19 @@ def records(results: Path) -> pd.DataFrame:
 
 
 def mlflow_runs(results: Path, experiment: str, tracking_uri: str | None = None) -> dict[str, tuple[str, list[int]]]:
-    """trial_id -> (run status, steps of its test_accuracy points) for every run of the experiment."""
+    """trial_id -> (run status, steps of its test_accuracy points) for every trial's run of the experiment."""
     tracker = Tracker(tracking_uri or default_tracking_uri(results), experiment, results)
     history = tracker.client.get_metric_history
     return {
         run.data.tags["trial_id"]: (run.info.status, [m.step for m in history(run.info.run_id, "test_accuracy")])
-        for run in tracker.client.search_runs([tracker.experiment_id])
+        for run in trial_runs(tracker)
     }
+
+
+def trial_runs(tracker: Tracker) -> list:
+    """The experiment's runs of trials (not the grid's parent run)."""
+    return [r for r in tracker.client.search_runs([tracker.experiment_id]) if "trial_id" in r.data.tags]
+
+
+def parent_runs(tracker: Tracker) -> list:
+    return [r for r in tracker.client.search_runs([tracker.experiment_id]) if "trial_id" not in r.data.tags]

@@ -22,7 +22,7 @@ import pytest
 
 from experiments.results import read_rounds, trial_file
 from orchestrator.ledger import read_all
-from tests.orchestrator.readers import mlflow_runs, records
+from tests.orchestrator.readers import mlflow_runs, records, trial_runs
 
 GRID = """
 name: cli-test
@@ -217,7 +217,7 @@ def test_variants_of_a_strategy_are_distinct_trials_in_parquet_mlflow_status_and
     from orchestrator.tracking import Tracker, default_tracking_uri
 
     tracker = Tracker(default_tracking_uri(results), "cli-test", results)
-    runs = tracker.client.search_runs([tracker.experiment_id])
+    runs = trial_runs(tracker)
     assert sorted(r.data.tags["strategy"] for r in runs) == sorted(labels)
     assert sorted(r.data.params["strategy.aggregate"] for r in runs if "ent_gradnorm" in r.info.run_name) == [
         "l2",

@@ -164,9 +164,11 @@ def test_the_old_trials_mlflow_runs_are_kept_and_found_by_their_new_ids(old_resu
 
     done = albench_here("run", FIXTURE / "grid.yaml", "--results", old_results, "--in-process")
     assert done.returncode == 0, done.stderr
-    runs = client.search_runs([experiment])
+    runs = [r for r in client.search_runs([experiment]) if "trial_id" in r.data.tags]
+    (parent,) = [r for r in client.search_runs([experiment]) if "trial_id" not in r.data.tags]
     entries = {e.legacy_id: e for e in read_all(old_results)}
     assert len(runs) == 2, "no second run for a carried-over trial"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}, "old runs join the grid's parent"
     for run in runs:
         entry = entries[run.data.tags["legacy_trial_id"]]
         assert run.data.tags["trial_id"] == entry.trial_id and run.info.run_id == entry.mlflow_run_id

@@ -1,0 +1,122 @@
+"""The grid in a real MLflow store: a model-training experiment, one parent run per grid kept across reruns and
+edits of the grid, trials as its children with their datasets as inputs, the grid and its summary on the parent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.report.data import load
+from orchestrator.ledger import read_all
+from orchestrator.tracking import PARENT_FILE, Tracker, default_tracking_uri
+from tests.orchestrator.readers import parent_runs, trial_runs
+from tests.orchestrator.test_cli import albench_here
+
+GRID = """\
+name: tracked
+datasets: [digits]
+regimes: {tiny: {initial: 10, query: 10, subset: 100, budget: 30}}
+strategies: [random, {name: ent_gradnorm, aggregate: l2}]
+seeds: [0]
+train: {epochs: 2}
+resources: {gpus_per_trial: 0, cpus_per_trial: 1}
+"""
+
+
+@pytest.fixture(scope="module")
+def ran_twice(tmp_path_factory):
+    """The grid run, run again unchanged, then with a seed added: the results folder and the tracker."""
+    folder = tmp_path_factory.mktemp("tracked")
+    grid, results = folder / "grid.yaml", folder / "results"
+    grid.write_text(GRID)
+    for _ in range(2):
+        assert albench_here("run", grid, "--results", results, "--in-process").returncode == 0
+    grid.write_text(GRID.replace("seeds: [0]", "seeds: [0, 1]"))
+    assert albench_here("run", grid, "--results", results, "--in-process").returncode == 0
+    return results, Tracker(default_tracking_uri(results), "tracked", results)
+
+
+def test_the_experiment_opens_on_its_runs(ran_twice):
+    _, tracker = ran_twice
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_one_parent_run_holds_every_trial_across_reruns_and_an_edited_grid(ran_twice):
+    results, tracker = ran_twice
+    (parent,) = parent_runs(tracker)
+    children = trial_runs(tracker)
+    assert len(children) == 4 == len(read_all(results)), "2 strategies x 2 seeds, each once"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    stored = json.loads((results / PARENT_FILE).read_text())
+    assert stored == {tracker.uri: {"tracked": {"experiment_id": tracker.experiment_id, "run_id": parent.info.run_id}}}
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "grid: tracked"
+
+
+def test_the_parent_holds_the_grid_as_written_and_resolved_and_its_summary(ran_twice):
+    results, tracker = ran_twice
+    (parent,) = parent_runs(tracker)
+    run_id = parent.info.run_id
+    assert sorted(a.path for a in tracker.client.list_artifacts(run_id, "grid")) == [
+        "grid/grid.yaml",
+        "grid/resolved.json",
+    ]
+    written = Path(tracker.client.download_artifacts(run_id, "grid/grid.yaml")).read_text()
+    assert "seeds: [0, 1]" in written, "the latest grid file replaces the earlier copy"
+    resolved = json.loads(Path(tracker.client.download_artifacts(run_id, "grid/resolved.json")).read_text())
+    assert {t["trial_id"] for t in resolved["trials"]} == {e.trial_id for e in read_all(results)}
+    trials = load(results).trials
+    expected = trials.groupby("strategy")["aulc"].mean()
+    metrics = parent.data.metrics
+    assert metrics["aulc/digits/tiny/random"] == pytest.approx(expected["random"])
+    l2 = expected["ent_gradnorm(aggregate=l2)"]
+    assert metrics["aulc/digits/tiny/ent_gradnorm_aggregate_l2_"] == pytest.approx(l2)
+    assert metrics["trials_done/digits/tiny/random"] == 2
+
+
+def test_each_trial_logs_its_train_test_and_pool_datasets_once(ran_twice):
+    _, tracker = ran_twice
+    seen = set()
+    for child in trial_runs(tracker):
+        inputs = child.inputs.dataset_inputs
+        contexts = {i.dataset.name: [t.value for t in i.tags if t.key == "mlflow.data.context"] for i in inputs}
+        assert contexts == {"digits-train": ["train"], "digits-test": ["test"], "digits-pool": ["pool"]}
+        seen.add(tuple(sorted((i.dataset.name, i.dataset.digest) for i in inputs)))
+    assert len(seen) == 1, "every trial on the same split logs the same digests"
+    (digests,) = seen
+    assert len({d for _, d in digests}) == 3, "train (images + labels), test and pool (images) differ"
+
+
+def report_files(tracker: Tracker, run_id: str, path: str = "report") -> list[str]:
+    found = []
+    for item in tracker.client.list_artifacts(run_id, path):
+        found += report_files(tracker, run_id, item.path) if item.is_dir else [item.path]
+    return sorted(found)
+
+
+def test_the_report_is_the_parents_artifacts_and_logging_it_again_replaces_it(ran_twice, tmp_path):
+    results, tracker = ran_twice
+    (parent,) = parent_runs(tracker)
+    after_run = report_files(tracker, parent.info.run_id)
+    assert "report/index.html" in after_run and "report/accuracy.csv" in after_run
+    assert any(f.endswith(".png") for f in after_run) and any(f.endswith(".svg") for f in after_run)
+    stale = tmp_path / "stale.md"
+    stale.write_text("a table an older report made")
+    tracker.client.log_artifact(parent.info.run_id, str(stale), "report")
+    for _ in range(2):
+        done = albench_here("report", "--results", results, "--mlflow")
+        assert done.returncode == 0, done.stderr
+        assert "logged the report as artifacts of grid 'tracked''s parent run" in done.stdout
+        assert report_files(tracker, parent.info.run_id) == after_run, "one report, the latest, nothing stale"
+    assert len(parent_runs(tracker)) == 1
+
+
+def test_report_to_mlflow_without_a_tracked_grid_says_what_to_do(tmp_path):
+    grid, results = tmp_path / "grid.yaml", tmp_path / "results"
+    grid.write_text(GRID)
+    assert albench_here("run", grid, "--results", results, "--in-process", "--tracking-uri", "none").returncode == 0
+    done = albench_here("report", "--results", results, "--mlflow")
+    assert done.returncode == 2
+    assert "no MLflow store in" in done.stderr and "give --tracking-uri where the grid was tracked" in done.stderr
