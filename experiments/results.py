@@ -9,6 +9,8 @@ dataset readers skip.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -58,6 +60,17 @@ SCHEMA = pa.schema(
         ("spec", pa.string()),
     ]
 )
+
+
+LABELS_DIR = "labels"
+
+
+def labels_file(results: str | os.PathLike, dataset_key: str) -> Path:
+    """RESULTS/labels/<name>-<sha12>.npy: a dataset's train-pool labels (int64, by pool index), stored by the
+    runners so that reports can name the class of every pick from the `selected` column alone.
+    `dataset_key` is the dataset's spec as JSON (`DatasetSpec.model_dump_json()`)."""
+    name = json.loads(dataset_key)["name"]
+    return Path(results) / LABELS_DIR / f"{name}-{hashlib.sha256(dataset_key.encode()).hexdigest()[:12]}.npy"
 
 
 def trial_file(results: str | os.PathLike, trial_id: str) -> Path:

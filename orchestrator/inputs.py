@@ -7,9 +7,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from experiments.datasets import Dataset, load_dataset
+from experiments.results import labels_file
 from experiments.specs import TrialSpec
 from orchestrator.trial import check_budget_fits
 
@@ -27,6 +29,17 @@ def load_datasets(specs: list[TrialSpec], data_root: str | None) -> dict[str, Da
             datasets[key] = load_dataset(spec.dataset, data_root)
         check_budget_fits(spec, datasets[key])
     return datasets
+
+
+def save_labels(results: Path, datasets: dict[str, Dataset]) -> None:
+    """Each dataset's train-pool labels, for the reports' class histograms of the picks (written once)."""
+    for key, dataset in datasets.items():
+        path = labels_file(results, key)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.tmp.npy")
+            np.save(temporary, dataset.train_labels.numpy().astype(np.int64))
+            temporary.replace(path)
 
 
 def save_splits(results: Path, datasets: dict[str, Dataset]) -> None:

@@ -18,7 +18,7 @@ from orchestrator.bookkeeper import Bookkeeper, Planned
 from orchestrator.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.gpu import out_of_memory
 from orchestrator.grid import Grid
-from orchestrator.inputs import dataset_key, inputs_of, load_datasets, save_splits
+from orchestrator.inputs import dataset_key, inputs_of, load_datasets, save_labels, save_splits
 from orchestrator.ledger import TrialEntry
 from orchestrator.provenance import device_name
 from orchestrator.records import TrialState
@@ -91,6 +91,7 @@ def _run_all(grid, keeper, data_root, device, report, round_progress, set_aside_
     specs = grid.trials()
     datasets = load_datasets(specs, data_root or grid.data_root)
     save_splits(keeper.results, datasets)
+    save_labels(keeper.results, datasets)
     keeper.carry_over(report, set_aside_old)
     planned = keeper.plan(specs, report, inputs_of(datasets))
     quiet = lambda line: None  # noqa: E731

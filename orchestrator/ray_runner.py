@@ -27,7 +27,7 @@ from orchestrator.checkpoint import load_checkpoint, write_checkpoint_dir
 from orchestrator.cost import trial_work
 from orchestrator.gpu import out_of_memory
 from orchestrator.grid import Grid
-from orchestrator.inputs import dataset_key, inputs_of, load_datasets, save_splits
+from orchestrator.inputs import dataset_key, inputs_of, load_datasets, save_labels, save_splits
 from orchestrator.ledger import TrialEntry
 from orchestrator.progress import Progress
 from orchestrator.provenance import device_name
@@ -52,6 +52,7 @@ def run_grid_on_ray(
     specs = grid.trials()
     datasets = load_datasets(specs, data_root or grid.data_root)
     save_splits(keeper.results, datasets)
+    save_labels(keeper.results, datasets)
     keeper.carry_over(report, set_aside_old)
     planned = {p.spec.trial_id: p for p in keeper.plan(specs, report, inputs_of(datasets))}
     pending = [p for p in planned.values() if not p.complete]

@@ -6,7 +6,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.report import figures, fit, tables, versus
+from experiments.report import figures, fit, picks, ranks, tables, versus
 from experiments.report.data import ReportData, load
 from experiments.report.render import to_html, to_markdown, write_table
 
@@ -42,6 +42,9 @@ def build_report(
         tables.rank_table(data),
         versus.paired_table(data),
         tables.paper_table(data),
+        ranks.critical_difference_table(data),
+        ranks.penalty_table(data),
+        picks.class_balance_table(data, Path(results)),
     ]
     for table in made:
         write_table(table, out)
@@ -49,6 +52,8 @@ def build_report(
         "lplgrad" if "lplgrad" in set(data.rounds["strategy"]) else tables.strategy_order(data.rounds["strategy"])[0]
     )
     pictures = figures.learning_curves(data.rounds, out) + figures.per_class_accuracy(data.rounds, out, strategy)
+    pictures += figures.critical_difference_diagram(ranks.critical_difference(data.rounds), out)
+    pictures += figures.class_histograms(picks.pick_counts(data.rounds, Path(results))[0], out)
     report = Report(out, made, pictures, data.missing)
     _write_pages(report, Path(results))
     return report

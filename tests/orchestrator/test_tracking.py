@@ -120,3 +120,28 @@ def test_report_to_mlflow_without_a_tracked_grid_says_what_to_do(tmp_path):
     done = albench_here("report", "--results", results, "--mlflow")
     assert done.returncode == 2
     assert "no MLflow store in" in done.stderr and "give --tracking-uri where the grid was tracked" in done.stderr
+
+
+def test_the_runs_store_the_pool_labels_and_the_report_names_each_picks_class(ran_twice, digits):
+    import numpy as np
+
+    from experiments.report.picks import dataset_key_of, pick_counts
+    from experiments.results import labels_file, read_rounds
+
+    results, tracker = ran_twice
+    rounds = read_rounds(results)
+    stored = np.load(labels_file(results, dataset_key_of(rounds["spec"].iloc[0])))
+    assert np.array_equal(stored, digits.train_labels.numpy())
+    tidy, absent = pick_counts(rounds, results)
+    assert absent == []
+    picked = rounds[rounds["selected"].map(len) > 0]
+    assert len(picked.groupby(["strategy", "round"])) == 4
+    for (strategy, round_), same in picked.groupby(["strategy", "round"]):  # against the dataset's own labels
+        counts = [np.bincount(digits.train_labels.numpy()[list(s)], minlength=10) for s in same["selected"]]
+        got = tidy[(tidy["strategy"] == strategy) & (tidy["round"] == round_)].sort_values("class")
+        assert len(same) == 2 and got["count"].tolist() == pytest.approx(np.mean(counts, axis=0).tolist())
+    (parent,) = parent_runs(tracker)
+    files = report_files(tracker, parent.info.run_id)
+    for name in ("critical_difference", "penalty", "class_balance"):
+        assert f"report/{name}.csv" in files and f"report/{name}.md" in files
+    assert "report/critical_difference.png" in files and "report/class_balance_digits_tiny.svg" in files
