@@ -72,10 +72,12 @@ def cmd_run(args: argparse.Namespace) -> None:
         keeper.close_grid(entries, {})
     say(f"\n{format_accuracy_tables(rounds[rounds['experiment'] == grid.name])}")
     say(f"\nwall time {time.perf_counter() - start:.1f} s; Parquet: pandas.read_parquet('{results / 'rounds'}')")
-    if uri and uri.startswith("sqlite:"):
-        say(f"MLflow UI: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
-    elif uri:
-        say(f"MLflow: experiment '{grid.name}' at {uri}")
+    if uri:  # MLflow 3.17's UI opens on GenAI pages unless its workflow switch says model training
+        page = f"#/experiments/{keeper.tracker.experiment_id}?workflowType=machine_learning"
+        if uri.startswith("sqlite:"):
+            say(f"MLflow UI: mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000/{page}")
+        else:
+            say(f"MLflow: experiment '{grid.name}' at {uri}/{page}")
     from orchestrator.ledger import TrialStatus
 
     failed = [e for e in entries if e.status == TrialStatus.FAILED]

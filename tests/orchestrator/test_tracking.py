@@ -145,3 +145,34 @@ def test_the_runs_store_the_pool_labels_and_the_report_names_each_picks_class(ra
     for name in ("critical_difference", "penalty", "class_balance"):
         assert f"report/{name}.csv" in files and f"report/{name}.md" in files
     assert "report/critical_difference.png" in files and "report/class_balance_digits_tiny.svg" in files
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_shows_the_trials_nested_under_the_grid_and_the_report_in_a_real_browser(ran_twice, tmp_path):
+    """`docs/mlflow_view.py`: `mlflow ui` on loopback, headless Chromium, the runs table and the artifacts."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    sys.path.insert(0, str(REPO / "docs"))
+    try:
+        import mlflow_view
+    finally:
+        sys.path.remove(str(REPO / "docs"))
+    if mlflow_view.chromium() is None:
+        pytest.skip("no Chromium: `apt-get install chromium` (.ci/run installs it where it may)")
+    pytest.importorskip("playwright", reason="the dev extra installs playwright (make test does)")
+    results, _ = ran_twice
+    done = subprocess.run(
+        [sys.executable, str(REPO / "docs" / "mlflow_view.py"), "--results", str(results), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "collapsed rows ['grid: tracked']" in done.stdout
+    assert "expanded: 4 trials under 'grid: tracked'" in done.stdout
+    assert "index.html True" in done.stdout
+    shots = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert shots == ["mlflow-landing.png", "mlflow-nested-runs.png", "mlflow-parent-artifacts.png"]
