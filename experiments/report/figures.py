@@ -96,10 +96,11 @@ def critical_difference_diagram(result, out: Path) -> list[str]:
         return []
     names, ranks = list(result.mean_ranks.index), result.mean_ranks.to_numpy()
     k, groups = len(names), result.groups()
-    height = 1.6 + 0.28 * k
-    figure, axes = plt.subplots(figsize=(FIGSIZE[0], height))
+    half = (k + 1) // 2
+    bottom = -(0.5 + 0.45 * half + 0.2)
+    figure, axes = plt.subplots(figsize=(FIGSIZE[0], 1.0 + 0.45 * (1.6 - bottom)))
     axes.set_xlim(0.5, k + 0.5)
-    axes.set_ylim(-(k / 2 + 1.2), 1.6)
+    axes.set_ylim(bottom, 1.6)
     axes.axis("off")
     axes.hlines(0, 1, k, color="black")
     for r in range(1, k + 1):
@@ -107,7 +108,6 @@ def critical_difference_diagram(result, out: Path) -> list[str]:
         axes.text(r, 0.2, str(r), ha="center", fontsize=8)
     axes.hlines(1.1, 1, 1 + result.cd, color="black", linewidth=2)
     axes.text(1 + result.cd / 2, 1.25, f"CD = {result.cd:.2f}", ha="center", fontsize=8)
-    half = (k + 1) // 2
     for i, (name, rank) in enumerate(zip(names, ranks, strict=True)):
         left = i < half
         y = -(0.5 + (i if left else k - 1 - i) * 0.45)
