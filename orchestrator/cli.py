@@ -159,12 +159,10 @@ def report_experiments(results: str) -> list[str]:
 
 def _keeper_of(results: str, tracking_uri: str | None, experiment: str):
     from orchestrator.bookkeeper import Bookkeeper
-    from orchestrator.tracking import default_tracking_uri
 
-    uri = tracking_uri or default_tracking_uri(Path(results))
-    if uri.startswith("sqlite:") and not Path(results, "mlflow.db").exists() and tracking_uri is None:
+    if tracking_uri is None and not Path(results, "mlflow.db").exists():
         raise AlbenchError(f"no MLflow store in {results} (mlflow.db); give --tracking-uri where the grid was tracked")
-    return Bookkeeper.tracking(results, uri, experiment)
+    return Bookkeeper.tracking(results, tracking_uri, experiment)
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
