@@ -74,31 +74,19 @@ def digest_of(*tensors: torch.Tensor) -> str:
 
 def dataset_digests(key: str, dataset: Dataset) -> list[DatasetDigest]:
     """The train, test and pool inputs of every trial on this dataset (its spec, as JSON, is `key`)."""
-    source = json.loads(key)
-    n_train, n_test = len(dataset.train_labels), len(dataset.test_labels)
-    shape = list(dataset.train_images.shape[1:])
+    source, shape = json.loads(key), list(dataset.train_images.shape[1:])
+
+    def digest(context: str, images: torch.Tensor, labels: torch.Tensor | None) -> DatasetDigest:
+        profile = {"images": len(images), "image_shape": shape}
+        if labels is not None:
+            profile["classes"] = len(dataset.class_names)
+        tensors = (images,) if labels is None else (images, labels)
+        return DatasetDigest(f"{dataset.name}-{context}", context, digest_of(*tensors), source, profile)
+
     return [
-        DatasetDigest(
-            f"{dataset.name}-train",
-            "train",
-            digest_of(dataset.train_images, dataset.train_labels),
-            source,
-            {"images": n_train, "image_shape": shape, "classes": len(dataset.class_names)},
-        ),
-        DatasetDigest(
-            f"{dataset.name}-test",
-            "test",
-            digest_of(dataset.test_images, dataset.test_labels),
-            source,
-            {"images": n_test, "image_shape": shape, "classes": len(dataset.class_names)},
-        ),
-        DatasetDigest(
-            f"{dataset.name}-pool",
-            "pool",
-            digest_of(dataset.train_images),  # the strategies see the pool's images, never its labels
-            source,
-            {"images": n_train, "image_shape": shape},
-        ),
+        digest("train", dataset.train_images, dataset.train_labels),
+        digest("test", dataset.test_images, dataset.test_labels),
+        digest("pool", dataset.train_images, None),  # the strategies see the pool's images, never its labels
     ]
 
 
