@@ -26,12 +26,17 @@ def _kib(field: str) -> int:
     return int(line.split()[1])
 
 
-def _peak_rise_mib(strategy, inputs: ScoringInputs) -> float:
-    """Peak resident memory of one scoring pass above the memory resident before it (VmHWM reset)."""
-    Path("/proc/self/clear_refs").write_text("5")
-    start = _kib("VmRSS")
-    run_scoring(lambda: strategy.score(inputs))
-    return (_kib("VmHWM") - start) / 1024
+def _peak_rise_mib(strategy, inputs: ScoringInputs, repeats: int = 3) -> float:
+    """Peak resident memory of a scoring pass above the memory resident before it (VmHWM reset), the least of
+    `repeats` passes: VmHWM is the whole process's, so another thread of the test process (Ray's, MLflow's, left
+    by earlier tests) allocating during a pass can only add to it."""
+    rises = []
+    for _ in range(repeats):
+        Path("/proc/self/clear_refs").write_text("5")
+        start = _kib("VmRSS")
+        run_scoring(lambda: strategy.score(inputs))
+        rises.append((_kib("VmHWM") - start) / 1024)
+    return min(rises)
 
 
 @pytest.mark.skipif(_LIBC is None or not STATUS.exists(), reason="the bounded heap is a glibc (Linux) feature")
