@@ -64,12 +64,16 @@ def cmd_run(args: argparse.Namespace) -> None:
             set_aside_old=args.set_aside_old,
         )
     rounds = read_rounds(results)
-    if len(rounds):
-        keeper.close_grid(entries, summary_metrics(load(results), grid.name))
-        if keeper.tracker is not None:  # the report beside the runs it summarises
-            keeper.log_report(build_report(results, results / "report").out)
-    else:
-        keeper.close_grid(entries, {})
+    if keeper.tracker is not None:  # the grid's summary and report on its MLflow parent run
+        keeper.close_grid(entries, summary_metrics(load(results), grid.name) if len(rounds) else {})
+        if len(rounds):
+            try:
+                keeper.log_report(build_report(results, results / "report").out)
+            except Exception as error:  # the report is a view of results already stored: never fail the run on it
+                say(
+                    f"warning: the report could not be made ({type(error).__name__}: {error}); the results are "
+                    f"stored; `albench report --results {results} --mlflow` retries it"
+                )
     say(f"\n{format_accuracy_tables(rounds[rounds['experiment'] == grid.name])}")
     say(f"\nwall time {time.perf_counter() - start:.1f} s; Parquet: pandas.read_parquet('{results / 'rounds'}')")
     if uri:  # MLflow 3.17's UI opens on GenAI pages unless its workflow switch says model training
