@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -141,6 +142,25 @@ def test_scoring_in_two_shards_picks_exactly_what_one_shard_picks(node_with_2_cp
     # the bounded scoring heap reaches the shard actors and, being about memory only, changes no pick
     on_ray(grid_of("shards", strategies=strategies, scoring_shards=2, scoring_heap="bounded"), tmp_path / "two")
     pd.testing.assert_frame_equal(records(tmp_path / "two"), records(tmp_path / "one"))
+
+
+def _peak_rises_in_this_process(root: str) -> dict[str, float]:
+    sys.path.insert(0, root)  # the tests package, for the probe
+    from tests.strategies.test_scoring_heap import measure_peak_rises
+
+    return measure_peak_rises()
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the bounded heap is a glibc (Linux) feature")
+def test_the_bounded_scoring_heap_holds_in_a_ray_worker(node_with_2_cpus):
+    """Where bounded mode is used: a Ray worker process, with Ray's own threads beside the scoring thread."""
+    import ray
+
+    probe = ray.remote(num_cpus=1)(_peak_rises_in_this_process)
+    rises = ray.get(probe.remote(str(Path(__file__).resolve().parents[2])))
+    two_chunks, many_chunks = rises["two_chunks"], rises["many_chunks"]
+    assert two_chunks > 10, f"a chunk of 64 32x32 images should need tens of MiB, measured {two_chunks:.1f}"
+    assert many_chunks <= two_chunks + 4, f"24 chunks peaked at {many_chunks:.1f} MiB, 2 chunks at {two_chunks:.1f}"
 
 
 def test_trials_start_longest_first(node_with_2_cpus, tmp_path):
