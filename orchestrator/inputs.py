@@ -63,30 +63,32 @@ class DatasetDigest:
     profile: dict = field(default_factory=dict)
 
 
-def digest_of(*tensors: torch.Tensor) -> str:
-    """16 hex digits of the SHA-256 of the tensors' bytes: equal data, equal digest, on any machine."""
-    sha = hashlib.sha256()
-    for tensor in tensors:
-        sha.update(str(tuple(tensor.shape)).encode())
-        sha.update(tensor.contiguous().numpy().tobytes())
-    return sha.hexdigest()[:16]
+def _hashed(sha: hashlib._Hash, tensor: torch.Tensor) -> hashlib._Hash:
+    """`sha` updated with the tensor's shape and bytes: equal data, equal digest, on any machine."""
+    sha.update(str(tuple(tensor.shape)).encode())
+    sha.update(memoryview(np.ascontiguousarray(tensor.numpy())).cast("B"))
+    return sha
 
 
 def dataset_digests(key: str, dataset: Dataset) -> list[DatasetDigest]:
-    """The train, test and pool inputs of every trial on this dataset (its spec, as JSON, is `key`)."""
+    """The train, test and pool inputs of every trial on this dataset (its spec, as JSON, is `key`). Digests:
+    16 hex digits of the SHA-256 of the images' and then the labels' shapes and bytes."""
     source, shape = json.loads(key), list(dataset.train_images.shape[1:])
 
-    def digest(context: str, images: torch.Tensor, labels: torch.Tensor | None) -> DatasetDigest:
-        profile = {"images": len(images), "image_shape": shape}
-        if labels is not None:
+    def digest(context: str, sha: hashlib._Hash, images: int, labelled: bool) -> DatasetDigest:
+        profile = {"images": images, "image_shape": shape}
+        if labelled:
             profile["classes"] = len(dataset.class_names)
-        tensors = (images,) if labels is None else (images, labels)
-        return DatasetDigest(f"{dataset.name}-{context}", context, digest_of(*tensors), source, profile)
+        return DatasetDigest(f"{dataset.name}-{context}", context, sha.hexdigest()[:16], source, profile)
 
+    pool = _hashed(hashlib.sha256(), dataset.train_images)  # the strategies see the pool's images, never labels
+    train = _hashed(pool.copy(), dataset.train_labels)  # the same images, hashed once
+    test = _hashed(_hashed(hashlib.sha256(), dataset.test_images), dataset.test_labels)
+    n_train, n_test = len(dataset.train_images), len(dataset.test_images)
     return [
-        digest("train", dataset.train_images, dataset.train_labels),
-        digest("test", dataset.test_images, dataset.test_labels),
-        digest("pool", dataset.train_images, None),  # the strategies see the pool's images, never its labels
+        digest("train", train, n_train, True),
+        digest("test", test, n_test, True),
+        digest("pool", pool, n_train, False),
     ]
 
 
