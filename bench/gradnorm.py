@@ -101,8 +101,8 @@ def throughput_rows(model_name: str, batch: int, loop_n: int, repeats: int = 5, 
             best[key] = min(best[key], _timed(fn))
     rates = {"a": _rate(lambda: reference_loop(model, xl), loop_n, repeats=1)}
     rates.update({key: batch / seconds for key, seconds in best.items()})
-    ref = reference_loop(model, x[:8])
-    ours = per_sample_grad_norms(model, x[:8])
+    ref = reference_loop(model, x[:8]).cpu()  # the loop's scores are built on the CPU, wherever the model is
+    ours = per_sample_grad_norms(model, x[:8]).cpu()
     rates["max_rel_err"] = float(((ours - ref).abs() / ref.abs()).max())
     return rates
 

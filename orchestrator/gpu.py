@@ -27,12 +27,21 @@ class GpuMemoryError(AlbenchError):
     """A trial ran out of GPU memory: within its share of a packed GPU, or of a whole one."""
 
 
+def indexed(device: str | torch.device) -> torch.device:
+    """The device with its index: 'cuda' is this process's current CUDA device. torch.cuda's calls that take a
+    device without `optional=True` (set_per_process_memory_fraction) refuse a CUDA device without an index."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def limit_memory(share: float, device: str | torch.device) -> None:
     """Caps this process to `share` of its GPU's memory, so that trials packed on one GPU cannot starve each
     other: the one that overruns its share gets an out-of-memory error; its neighbours are not touched."""
     device = torch.device(device)
     if device.type == "cuda" and 0 < share < 1:
-        torch.cuda.set_per_process_memory_fraction(share, device)
+        torch.cuda.set_per_process_memory_fraction(share, indexed(device))
 
 
 def out_of_memory(error: BaseException, share: float, score_batch_size: int, batch_size: int) -> GpuMemoryError:

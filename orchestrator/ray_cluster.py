@@ -122,6 +122,8 @@ def claim_device(bundle: dict[str, float]) -> str:
     if not ray.get_gpu_ids():
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
         return "cpu"
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    device = "cuda:0"  # CUDA_VISIBLE_DEVICES holds the GPU Ray gave this worker, first
     limit_memory(bundle.get("GPU", 1.0), device)
     return device
