@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 TIMING_FIELDS = ("train_seconds", "eval_seconds", "query_seconds")
-PROVENANCE_FIELDS = ("git_sha", "device")
+PROVENANCE_FIELDS = ("git_sha", "device", "round0_group")
 GPU_FIELDS = ("gpu_peak_allocated_mib", "gpu_peak_reserved_mib", "gpu_utilization")  # measured, like timings
 
 
@@ -32,6 +32,9 @@ class RoundRecord:
     gpu_peak_allocated_mib: float | None = None
     gpu_peak_reserved_mib: float | None = None
     gpu_utilization: float | None = None  # mean % over the round
+    # round 0 only: the key of the round-0 group whose one fit this trial started from (orchestrator/round0.py);
+    # None where the trial trained its round 0 itself (albench before round-0 groups)
+    round0_group: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

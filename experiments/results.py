@@ -55,6 +55,9 @@ SCHEMA = pa.schema(
         ("gpu_peak_allocated_mib", pa.float64()),  # the trial's own GPU during the round; null on a CPU
         ("gpu_peak_reserved_mib", pa.float64()),
         ("gpu_utilization", pa.float64()),  # mean % over the round (NVML); null on a CPU or without NVML
+        # round 0: the round-0 group whose one fit the trial started from (orchestrator/round0.py); null where the
+        # trial trained its round 0 itself (before round-0 groups) and in later rounds
+        ("round0_group", pa.string()),
         ("git_sha", pa.string()),
         ("spec_version", pa.int64()),
         ("spec", pa.string()),

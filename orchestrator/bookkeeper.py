@@ -21,7 +21,16 @@ from experiments.results import rounds_done, rows_of, spec_columns, trial_file, 
 from experiments.specs import SPEC_VERSION, TrialSpec
 from orchestrator.checkpoint import checkpoint_exists, read_records
 from orchestrator.inputs import DatasetDigest
-from orchestrator.ledger import TrialEntry, TrialStatus, entry_path, read_entry, remove_entry, write_entry
+from orchestrator.ledger import (
+    TrialEntry,
+    TrialStatus,
+    entry_path,
+    read_entry,
+    read_round0_entry,
+    remove_entry,
+    write_entry,
+    write_round0_entry,
+)
 from orchestrator.provenance import git_sha
 from orchestrator.tracking import Tracker, default_tracking_uri
 from orchestrator.upgrade import (
@@ -101,6 +110,17 @@ class Bookkeeper:
 
     def checkpoint_of(self, entry: TrialEntry) -> str | None:
         return self.located(entry.checkpoint, entry.trial_id, entry.legacy_id)
+
+    # -- round-0 fits (orchestrator.round0): one per group of trials, shared by its members
+    def round0_fit(self, key: str) -> str | None:
+        """A usable URI of round-0 group `key`'s stored fit, or None where it is still to be trained."""
+        entry = read_round0_entry(self.results, key)
+        uri = None if entry is None else self.located(entry["checkpoint"], key)
+        return uri if uri and checkpoint_exists(uri) else None
+
+    def record_round0_fit(self, key: str, uri: str, trial_ids: list[str]) -> None:
+        """A group's round-0 fit is stored at `uri`: its members start from it (those of a later run too)."""
+        write_round0_entry(self.results, {"round0_key": key, "checkpoint": self.stored(uri), "trials": trial_ids})
 
     # -- before a run
     def plan(

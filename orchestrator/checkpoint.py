@@ -1,4 +1,5 @@
-"""Trial checkpoints: a directory with `state.pt` (weights, labeling history) and `records.json` (every round).
+"""Trial checkpoints: a directory with `state.pt` (weights, labeling history) and `records.json` (every round);
+and round-0 fits (`orchestrator.round0`): a directory with `state.pt` (weights) and `fit.json` (the fit's numbers).
 
 The records are kept apart from the weights so the driver can project them into the result sinks without
 loading the model. Writes are atomic; loads are weights-only (no code runs) and fail with a message that
@@ -12,6 +13,8 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -20,11 +23,11 @@ import torch
 from experiments.errors import CheckpointError
 from experiments.records import RoundRecord
 from models.networks import BACKBONE, Weights
-from orchestrator.records import TrialState
+from orchestrator.records import Fit, Round0Fit, TrialState
 from strategies.loss_prediction import MODULE
 
 FORMAT_VERSION = 2  # 1: albench <= 17506af, with the loss-prediction module in a slot of its own
-STATE_FILE, RECORDS_FILE = "state.pt", "records.json"
+STATE_FILE, RECORDS_FILE, FIT_FILE = "state.pt", "records.json", "fit.json"
 
 
 def weights_of_format_1(payload: dict) -> Weights:
@@ -53,13 +56,48 @@ def write_checkpoint_dir(state: TrialState, directory: str | os.PathLike) -> Non
 
 def save_checkpoint(state: TrialState, directory: str | os.PathLike) -> None:
     """write_checkpoint_dir into a sibling temporary folder, then rename: a crash leaves no half checkpoint."""
-    directory = Path(directory)
+    _save_atomically(lambda tmp: write_checkpoint_dir(state, tmp), Path(directory))
+
+
+def _save_atomically(write: Callable[[Path], None], directory: Path) -> None:
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    write_checkpoint_dir(state, tmp)
+    write(tmp)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
+
+
+def write_fit_dir(fit: Round0Fit, directory: str | os.PathLike) -> None:
+    """Writes a round-0 fit into `directory` (created if needed): weights apart from the numbers, as for trials."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": FORMAT_VERSION, "round0_key": fit.key, "weights": fit.weights}, directory / STATE_FILE)
+    numbers = {"round0_key": fit.key, "device": fit.device, "fit": asdict(fit.fit)}
+    (directory / FIT_FILE).write_text(json.dumps(numbers))
+
+
+def save_fit(fit: Round0Fit, directory: str | os.PathLike) -> None:
+    """write_fit_dir, atomically (a crash leaves no half fit)."""
+    _save_atomically(lambda tmp: write_fit_dir(fit, tmp), Path(directory))
+
+
+def load_fit(uri: str, key: str) -> Round0Fit:
+    """The round-0 fit stored at `uri`, which must be the fit of round-0 group `key`."""
+    try:
+        numbers = json.loads(_read(uri, FIT_FILE))
+        fit = Fit(**{**numbers["fit"], "per_class_accuracy": tuple(numbers["fit"]["per_class_accuracy"])})
+        payload = torch.load(io.BytesIO(_read(uri, STATE_FILE)), map_location="cpu", weights_only=True)
+        if payload.get("format") != FORMAT_VERSION:
+            raise ValueError(f"format {payload.get('format')!r}, expected {FORMAT_VERSION}")
+    except Exception as error:
+        raise CheckpointError(
+            f"the round-0 fit {uri} is corrupt or unreadable ({type(error).__name__}: {error}); delete that folder "
+            "to train the group's round 0 again"
+        ) from error
+    if numbers["round0_key"] != key or payload["round0_key"] != key:
+        raise CheckpointError(f"the round-0 fit {uri} belongs to group {numbers['round0_key']}, not {key}; remove it")
+    return Round0Fit(key, payload["weights"], fit, numbers.get("device", ""))
 
 
 def _open(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 TRIALS_DIR = "trials"
+ROUND0_DIR = "round0"  # RESULTS/round0/<round0_key>.json: where a round-0 group's one fit is stored
 
 
 class TrialStatus(StrEnum):
@@ -75,3 +76,21 @@ def write_entry(results: Path, entry: TrialEntry) -> None:
 
 def remove_entry(results: Path, trial_id: str) -> None:
     entry_path(results, trial_id).unlink(missing_ok=True)
+
+
+def round0_entry_path(results: Path, key: str) -> Path:
+    return Path(results) / ROUND0_DIR / f"{key}.json"
+
+
+def read_round0_entry(results: Path, key: str) -> dict[str, Any] | None:
+    """{'round0_key', 'checkpoint' (as a trial entry stores it), 'trials' (the ids that share it)}, or None."""
+    path = round0_entry_path(results, key)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_round0_entry(results: Path, entry: dict[str, Any]) -> None:
+    path = round0_entry_path(results, entry["round0_key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(entry, indent=1))
+    os.replace(tmp, path)

@@ -14,22 +14,34 @@ from pathlib import Path
 import torch
 
 from experiments.errors import AlbenchError
+from experiments.specs import TrialSpec
 from orchestrator.bookkeeper import Bookkeeper, Planned
-from orchestrator.checkpoint import load_checkpoint, save_checkpoint
+from orchestrator.checkpoint import load_checkpoint, load_fit, save_checkpoint, save_fit
 from orchestrator.gpu import out_of_memory
 from orchestrator.grid import Grid
 from orchestrator.inputs import dataset_key, inputs_of, load_datasets, save_labels, save_splits
 from orchestrator.ledger import TrialEntry
 from orchestrator.provenance import device_name
-from orchestrator.records import TrialState
-from orchestrator.trial import run_trial, trial_threads
+from orchestrator.records import Round0Fit, TrialState
+from orchestrator.round0 import round0_groups, round0_key
+from orchestrator.trial import fit_round0, run_trial, trial_threads
 from strategies.scoring_heap import set_scoring_heap
 
 CHECKPOINTS_DIR = "checkpoints"
+ROUND0_DIR = "round0"  # CHECKPOINTS_DIR/round0/<key>: the round-0 fits of the groups
 
 
-def run_planned(item: Planned, dataset, keeper: Bookkeeper, grid: Grid, device: str, report: Callable[[str], None]):
-    """Runs one trial from its ledger checkpoint; after every round: checkpoint, then the bookkeeper."""
+def run_planned(
+    item: Planned,
+    dataset,
+    keeper: Bookkeeper,
+    grid: Grid,
+    device: str,
+    report: Callable[[str], None],
+    round0: Round0Fit | None = None,
+):
+    """Runs one trial from its ledger checkpoint (or from its group's round-0 fit); after every round: checkpoint,
+    then the bookkeeper."""
     spec, entry = item.spec, item.entry
     previous = keeper.checkpoint_of(entry)
     state = load_checkpoint(previous, spec.trial_id, entry.legacy_id) if previous else None
@@ -61,6 +73,7 @@ def run_planned(item: Planned, dataset, keeper: Bookkeeper, grid: Grid, device: 
             state=state,
             on_round=on_round,
             score_batch_size=grid.resources.score_batch_size,
+            round0=round0,
         )
     except torch.OutOfMemoryError as error:  # the trial fails alone; the next one may fit
         raise out_of_memory(error, 1.0, grid.resources.score_batch_size, spec.train.batch_size) from None
@@ -95,6 +108,7 @@ def _run_all(grid, keeper, data_root, device, report, round_progress, set_aside_
     keeper.carry_over(report, set_aside_old)
     planned = keeper.plan(specs, report, inputs_of(datasets))
     quiet = lambda line: None  # noqa: E731
+    fits = Round0Fits(keeper, round0_groups(specs), datasets, device, report)
     try:
         for i, item in enumerate(planned, 1):
             prefix = f"[{i}/{len(planned)}] {item.spec.label}"
@@ -106,7 +120,8 @@ def _run_all(grid, keeper, data_root, device, report, round_progress, set_aside_
             start = time.perf_counter()
             dataset = datasets[dataset_key(item.spec)]
             try:
-                state = run_planned(item, dataset, keeper, grid, device, report if round_progress else quiet)
+                round0 = fits.of(item.spec) if item.entry.rounds_done == 0 else None
+                state = run_planned(item, dataset, keeper, grid, device, report if round_progress else quiet, round0)
             except AlbenchError as error:  # deterministic (divergence, a corrupt checkpoint): fails alone
                 keeper.fail(item, f"{type(error).__name__}: {error}")
                 report(f"{prefix}: FAILED: {error}")
@@ -120,3 +135,36 @@ def _run_all(grid, keeper, data_root, device, report, round_progress, set_aside_
     finally:
         keeper.release(planned)  # interrupted (Ctrl-C, an error): nothing stays marked running
     return [item.entry for item in planned]
+
+
+class Round0Fits:
+    """Each round-0 group's one fit, trained when its first member needs it, then read by every member (and by
+    later runs of the grid) from RESULTS/checkpoints/round0/<key>. A fit that fails fails every member alike."""
+
+    def __init__(self, keeper: Bookkeeper, groups: dict[str, list[TrialSpec]], datasets, device: str, report) -> None:
+        self.keeper, self.groups, self.datasets, self.device, self.report = keeper, groups, datasets, device, report
+        self.failed: dict[str, AlbenchError] = {}
+
+    def of(self, spec: TrialSpec) -> Round0Fit:
+        key = round0_key(spec)
+        if key in self.failed:
+            raise self.failed[key]
+        uri = self.keeper.round0_fit(key)
+        if uri is not None:
+            return load_fit(uri, key)
+        members = self.groups[key]
+        start = time.perf_counter()
+        try:
+            fit = fit_round0(spec, self.datasets[dataset_key(spec)], key, self.device)
+        except AlbenchError as error:
+            self.failed[key] = error
+            raise
+        folder = (self.keeper.results / CHECKPOINTS_DIR / ROUND0_DIR / key).resolve()
+        save_fit(fit, folder)
+        self.keeper.record_round0_fit(key, str(folder), [s.trial_id for s in members])
+        trials = f"{len(members)} trial{'s' * (len(members) > 1)}"
+        self.report(
+            f"    round 0 of group {key} ({trials}) trained once: accuracy {fit.fit.test_accuracy:.3f} "
+            f"({time.perf_counter() - start:.1f} s)"
+        )
+        return fit

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,3 +128,17 @@ def claim_device(bundle: dict[str, float]) -> str:
     device = "cuda:0"  # CUDA_VISIBLE_DEVICES holds the GPU Ray gave this worker, first
     limit_memory(bundle.get("GPU", 1.0), device)
     return device
+
+
+def run_config(name: str, storage: str, max_failures: int, callback):
+    """A Tune run of this grid: retried from the latest checkpoint on a lost worker, one checkpoint kept."""
+    from ray import tune
+
+    return tune.RunConfig(
+        name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        storage_path=storage,
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[callback],
+        verbose=0,
+    )

@@ -23,7 +23,7 @@ from experiments.datasets import Dataset
 from experiments.errors import AlbenchError
 from experiments.specs import TrialSpec
 from orchestrator.bookkeeper import Bookkeeper
-from orchestrator.checkpoint import load_checkpoint, write_checkpoint_dir
+from orchestrator.checkpoint import load_checkpoint, load_fit, write_checkpoint_dir
 from orchestrator.cost import trial_work
 from orchestrator.gpu import out_of_memory
 from orchestrator.grid import Grid
@@ -31,8 +31,10 @@ from orchestrator.inputs import dataset_key, inputs_of, load_datasets, save_labe
 from orchestrator.ledger import TrialEntry
 from orchestrator.progress import Progress
 from orchestrator.provenance import device_name
-from orchestrator.ray_cluster import ALBENCH_ERROR, claim_device, connect, make_callback, trial_bundle
+from orchestrator.ray_cluster import ALBENCH_ERROR, claim_device, connect, make_callback, run_config, trial_bundle
+from orchestrator.ray_round0 import fit_round0_groups
 from orchestrator.records import TrialState
+from orchestrator.round0 import round0_key
 from orchestrator.shards import ShardPool
 from orchestrator.trial import run_trial, trial_threads
 from strategies.scoring_heap import set_scoring_heap
@@ -68,6 +70,13 @@ def run_grid_on_ray(
     bundle = trial_bundle(grid.resources)
     n_shards = grid.resources.scoring_shards
     used = {dataset_key(p.spec): datasets[dataset_key(p.spec)] for p in pending}
+    storage = storage_path or str((keeper.results / "tune").resolve())
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables; the progress line is ours
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # one save per round
+    keys = {p.spec.trial_id: round0_key(p.spec) for p in pending}
+    pending = fit_round0_groups(grid, keeper, pending, keys, used, bundle, storage, max_failures, report)
+    if not pending:
+        return entries
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, datasets=used), tune.PlacementGroupFactory([bundle] * n_shards)
     )
@@ -77,6 +86,8 @@ def run_grid_on_ray(
             "spec": p.spec.model_dump_json(),
             "dataset_key": dataset_key(p.spec),
             "resume_from": keeper.checkpoint_of(p.entry),
+            "round0_key": keys[p.spec.trial_id],
+            "round0_from": keeper.round0_fit(keys[p.spec.trial_id]) if p.entry.rounds_done == 0 else None,
             "legacy_id": p.entry.legacy_id,
             "mlflow_run_id": p.entry.mlflow_run_id,
             "scoring_shards": n_shards,
@@ -86,9 +97,6 @@ def run_grid_on_ray(
         }
         for p in pending
     ]
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables; the progress line is ours
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # one save per round
-    storage = storage_path or str((keeper.results / "tune").resolve())
     progress = Progress(entries, report)
     tuner = tune.Tuner(
         trainable,
@@ -98,14 +106,7 @@ def run_grid_on_ray(
             trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
             reuse_actors=True,  # a finished trial's actor takes the next one: no new process, no torch import
         ),
-        run_config=tune.RunConfig(
-            name=f"{grid.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=storage,
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[make_callback(planned, keeper, progress, report)],
-            verbose=0,
-        ),
+        run_config=run_config(grid.name, storage, max_failures, make_callback(planned, keeper, progress, report)),
     )
     try:
         tuner.fit()
@@ -171,11 +172,16 @@ def train_trial(config: dict, datasets: dict[str, Dataset]) -> None:
         normalize = Normalizer(dataset.mean, dataset.std)
         pool = ShardPool(spec, dataset.train_images, normalize, dataset.n_classes, n_shards, config["bundle"], heap)
     try:
+        state = _resume_state(spec, config)
+        round0 = None
+        if state is None and config.get("round0_from"):  # its group's one round-0 fit, trained in phase 1
+            round0 = load_fit(config["round0_from"], config["round0_key"])
         run_trial(
             spec,
             dataset,
             device=device,
-            state=_resume_state(spec, config),
+            state=state,
+            round0=round0,
             on_round=on_round,
             n_shards=n_shards,
             score_batch_size=int(config["score_batch_size"]),

@@ -27,3 +27,27 @@ class TrialState:
     @property
     def rounds_done(self) -> int:
         return len(self.records)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What a round's record takes from its trained model: the training loss, the test and the fit on the labeled
+    set, and what they took. The round's query takes the rest."""
+
+    train_loss: float  # mean training loss of the last epoch
+    test_accuracy: float
+    per_class_accuracy: tuple[float, ...]
+    train_accuracy: float  # on the labeled set, eval mode, test-time views
+    train_seconds: float
+    eval_seconds: float
+
+
+@dataclass(frozen=True)
+class Round0Fit:
+    """Round 0 trained and tested once for a group of trials that compute the same round 0 (`orchestrator.round0`):
+    every member starts from these weights and takes this fit into its round-0 record."""
+
+    key: str  # the group's round-0 key
+    weights: Weights  # every network's state after round 0's training
+    fit: Fit
+    device: str = ""  # where it was trained

@@ -23,15 +23,15 @@ from experiments.specs import TrialSpec
 from models import build_model
 from models.augment import Normalizer
 from models.evaluation import evaluate
-from models.networks import Networks
+from models.networks import Networks, Weights
 from models.training import train_round
 from orchestrator.gpu import GpuMeter, set_deterministic
 from orchestrator.provenance import device_name, git_sha
-from orchestrator.records import TrialState
+from orchestrator.query import ShardMapper, draw_subset, map_shards_locally, query
+from orchestrator.records import Fit, Round0Fit, TrialState
 from orchestrator.streams import generator, seeded_global_rng, stream_key
 from strategies import Strategy, build_strategy
-from strategies.base import SCORE_BATCH_SIZE, ScoringInputs, ShardResult, merge_shards
-from strategies.scoring_heap import run_scoring
+from strategies.base import SCORE_BATCH_SIZE, ScoringInputs
 
 
 @dataclass
@@ -111,11 +111,11 @@ def initial_state(spec: TrialSpec, dataset: Dataset) -> TrialState:
     return TrialState(spec.trial_id, labeled_round, weights={})
 
 
-def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> RoundRecord:
-    """Train -> test -> subset -> query -> label, measuring what the round used of its GPU. Mutates nets and
-    state.labeled_round."""
+def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int, fitted: Fit | None = None) -> RoundRecord:
+    """Fit (unless `fitted`: the round's model was trained elsewhere, and `nets` holds it) -> query -> label,
+    measuring what the round used of its GPU. Mutates nets and state.labeled_round."""
     with GpuMeter(ctx.images.device) as meter:
-        record = _round(ctx, nets, state, r)
+        record = _round(ctx, nets, state, r, fitted)
     use = meter.result
     return replace(
         record,
@@ -125,9 +125,13 @@ def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> R
     )
 
 
-def _round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> RoundRecord:
-    spec, counts = ctx.spec, ctx.spec.regime.labeled_counts
-    labeled = torch.nonzero(state.labeled_round >= 0).flatten().numpy()
+def labeled_indices(state: TrialState) -> np.ndarray:
+    return torch.nonzero(state.labeled_round >= 0).flatten().numpy()
+
+
+def fit_round(ctx: TrialContext, nets: Networks, labeled: np.ndarray, r: int) -> Fit:
+    """The fit step: train on the labeled set with round r's streams, test, and measure the fit on the labeled set."""
+    spec = ctx.spec
     start = time.perf_counter()
     stats = train_round(
         nets,
@@ -144,7 +148,21 @@ def _round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> Roun
     result = evaluate(nets.backbone, ctx.test_images, ctx.test_labels, ctx.normalize, ctx.dataset.n_classes)
     on_labeled = torch.as_tensor(np.sort(labeled), device=ctx.images.device)  # test-time views, eval mode
     fit = evaluate(nets.backbone, ctx.images[on_labeled], ctx.labels[on_labeled], ctx.normalize, ctx.dataset.n_classes)
-    evaluated = time.perf_counter()
+    return Fit(
+        stats.final_loss,
+        result.accuracy,
+        result.per_class_accuracy,
+        fit.accuracy,
+        trained - start,
+        time.perf_counter() - trained,
+    )
+
+
+def _round(ctx: TrialContext, nets: Networks, state: TrialState, r: int, fitted: Fit | None) -> RoundRecord:
+    spec, counts = ctx.spec, ctx.spec.regime.labeled_counts
+    labeled = labeled_indices(state)
+    fit = fit_round(ctx, nets, labeled, r) if fitted is None else fitted
+    start = time.perf_counter()
     picks = np.zeros(0, dtype=np.int64)
     if r + 1 < len(counts):
         subset = draw_subset(state.labeled_round, spec.regime.subset, generator(spec.seed, r, "subset"))
@@ -159,21 +177,38 @@ def _round(ctx: TrialContext, nets: Networks, state: TrialState, r: int) -> Roun
             ctx.map_shards or map_shards_locally,
         )
         state.labeled_round[torch.as_tensor(picks)] = r + 1
-    queried = time.perf_counter()
     return RoundRecord(
         round=r,
         n_labeled=len(labeled),
-        test_accuracy=result.accuracy,
-        per_class_accuracy=result.per_class_accuracy,
-        train_loss=stats.final_loss,
+        test_accuracy=fit.test_accuracy,
+        per_class_accuracy=fit.per_class_accuracy,
+        train_loss=fit.train_loss,
         selected=tuple(int(i) for i in picks),
-        train_seconds=trained - start,
-        eval_seconds=evaluated - trained,
-        query_seconds=queried - evaluated,
+        train_seconds=fit.train_seconds,
+        eval_seconds=fit.eval_seconds,
+        query_seconds=time.perf_counter() - start,
         git_sha=git_sha(),
         device=ctx.hardware,
-        train_accuracy=fit.accuracy,
+        train_accuracy=fit.train_accuracy,
     )
+
+
+def fit_round0(spec: TrialSpec, dataset: Dataset, key: str, device: str | torch.device = "cpu") -> Round0Fit:
+    """Round 0's fit step alone, for every trial of its round-0 group (`orchestrator.round0`): the networks any
+    member would build, trained on the seed's initial set with round 0's streams, and tested."""
+    set_deterministic(spec.train.deterministic)
+    ctx = TrialContext.create(spec, dataset, device)
+    nets = build_networks(spec, dataset, ctx.strategy, device)
+    fit = fit_round(ctx, nets, labeled_indices(initial_state(spec, dataset)), 0)
+    return Round0Fit(key, nets.weights(), fit, ctx.hardware)
+
+
+def load_weights(nets: Networks, weights: Weights, what: str, fix: str) -> None:
+    """Loads saved weights into the trial's networks, or says which saved state does not fit and what to delete."""
+    try:
+        nets.load(weights)
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(f"{what} does not fit its networks ({error}); {fix}") from None
 
 
 def trial_threads(cpus_per_trial: float) -> int:
@@ -193,8 +228,11 @@ def run_trial(
     n_shards: int = 1,
     map_shards: ShardMapper | None = None,
     score_batch_size: int = SCORE_BATCH_SIZE,
+    round0: Round0Fit | None = None,
 ) -> TrialState:
-    """Runs the trial's remaining rounds (from `state` if given); calls on_round(state) after each one."""
+    """Runs the trial's remaining rounds (from `state` if given); calls on_round(state) after each one.
+
+    `round0`: its round-0 group's fit (`fit_round0`), which a trial that has not finished round 0 starts from."""
     set_deterministic(spec.train.deterministic)
     ctx = TrialContext.create(
         spec, dataset, device, n_shards=n_shards, map_shards=map_shards, score_batch_size=score_batch_size
@@ -203,65 +241,22 @@ def run_trial(
     if state is None:
         state = initial_state(spec, dataset)
     else:
-        try:
-            nets.load(state.weights)
-        except (KeyError, RuntimeError) as error:
-            raise CheckpointError(
-                f"the checkpoint of trial {spec.trial_id} does not fit its networks ({error}); "
-                "delete the checkpoint to rerun the trial from its first round"
-            ) from None
+        fix = "delete the checkpoint to rerun the trial from its first round"
+        load_weights(nets, state.weights, f"the checkpoint of trial {spec.trial_id}", fix)
     n_rounds = (
         len(spec.regime.labeled_counts) if max_rounds is None else min(max_rounds, len(spec.regime.labeled_counts))
     )
     for r in range(state.rounds_done, n_rounds):
         if spec.train.reinit_each_round and r > 0:
             nets = build_networks(spec, dataset, ctx.strategy, device)
-        state.records.append(run_round(ctx, nets, state, r))
+        if r == 0 and round0 is not None:  # the group's one round-0 fit: this trial only queries
+            fix = "delete that round-0 fit to train it again"
+            load_weights(nets, round0.weights, f"the round-0 fit {round0.key}", fix)
+            record = replace(run_round(ctx, nets, state, r, round0.fit), round0_group=round0.key)
+        else:
+            record = run_round(ctx, nets, state, r)
+        state.records.append(record)
         state.weights = nets.weights()
         if on_round is not None:
             on_round(state)
     return state
-
-
-# -- the query of a round: draw the random subset, map the strategy over shards, merge, select b pool indices
-
-ShardMapper = Callable[[Strategy, list[ScoringInputs], int], list[ShardResult]]
-
-
-def map_shards_locally(strategy: Strategy, shards: list[ScoringInputs], b: int) -> list[ShardResult]:
-    """The in-process mapper; the orchestrator substitutes one that sends shards to actors."""
-    return [run_scoring(lambda shard=shard: strategy.reduce(strategy.score(shard), b)) for shard in shards]
-
-
-def draw_subset(labeled_round: torch.Tensor, size: int | None, generator: torch.Generator) -> np.ndarray:
-    """A uniformly random subset of the unlabeled pool (sorted pool indices); None or oversize = all of it."""
-    order = torch.randperm(len(labeled_round), generator=generator)
-    unlabeled = order[labeled_round[order] < 0].numpy()
-    return np.sort(unlabeled if size is None else unlabeled[:size])
-
-
-def query(
-    strategy: Strategy,
-    make_inputs: Callable[[np.ndarray], ScoringInputs],
-    subset: np.ndarray,
-    labeled: np.ndarray,
-    b: int,
-    n_shards: int = 1,
-    map_shards: ShardMapper = map_shards_locally,
-) -> np.ndarray:
-    """Exactly b unique unlabeled pool indices; the same for any n_shards."""
-    candidates = np.sort(strategy.candidates(subset, labeled))
-    shards = [make_inputs(part) for part in np.array_split(candidates, n_shards) if len(part)]
-    key = shards[0].selection_key if shards else 0
-    strategy = strategy.prepare(make_inputs, candidates, key)  # once, in this process: every shard sees the same
-    picks = strategy.select(merge_shards(map_shards(strategy, shards, b)), b, labeled, key)
-    if (
-        len(picks) != b
-        or len(np.unique(picks)) != b
-        or np.isin(picks, labeled).any()
-        or not np.isin(picks, subset).all()
-    ):
-        raise RuntimeError(
-            f"strategy {strategy.name} returned an invalid selection (want {b} unique unlabeled subset indices)"
-        )
-    return np.asarray(picks, dtype=np.int64)
