@@ -91,9 +91,10 @@ def load_fit(uri: str, key: str) -> Round0Fit:
         if payload.get("format") != FORMAT_VERSION:
             raise ValueError(f"format {payload.get('format')!r}, expected {FORMAT_VERSION}")
     except Exception as error:
+        first_line = (str(error).strip().splitlines() or [""])[0]
         raise CheckpointError(
-            f"the round-0 fit {uri} is corrupt or unreadable ({type(error).__name__}: {error}); delete that folder "
-            "to train the group's round 0 again"
+            f"the round-0 fit {uri} is corrupt or unreadable ({type(error).__name__}: {first_line}); delete that "
+            "folder to train the group's round 0 again"
         ) from error
     if numbers["round0_key"] != key or payload["round0_key"] != key:
         raise CheckpointError(f"the round-0 fit {uri} belongs to group {numbers['round0_key']}, not {key}; remove it")

@@ -32,7 +32,8 @@ def test_counts_are_the_hand_computed_ones():
 
 def test_hours_follow_the_given_throughput(tmp_path, capsys):
     text = format_cost(parse_grid(yaml.safe_load(GRID)), train_images_per_second=1.5)
-    assert "train hours" in text and f"{3000 / 1.5 / 3600:.1f}" in text
+    shared = 3000 - 2 * 5 * 20  # each seed's two cross-entropy trials train round 0 (20 images, 5 epochs) once
+    assert "train hours" in text and f"{shared / 1.5 / 3600:.1f}" in text
     path = tmp_path / "g.yaml"
     path.write_text(GRID)
     assert main(["plan", str(path)]) == 0
@@ -51,3 +52,14 @@ def test_trial_work_orders_trials_and_counts_only_the_rounds_left():
     # no subset: a query maps the whole unlabeled pool, counted when the pool size is known
     whole = parse_grid(yaml.safe_load(GRID.replace("subset: 100, ", ""))).trials()[0]
     assert trial_counts(whole) == (750, 0) and trial_counts(whole, pool_size=1000) == (750, 980 + 950)
+
+
+def test_the_plan_trains_each_round0_group_once():
+    """random, entropy and margin share each seed's round 0; lplgrad trains its module from round 0 on."""
+    grid = parse_grid(yaml.safe_load(GRID.replace("[random, bait]", "[random, entropy, margin, lplgrad]")))
+    lines = format_cost(grid).splitlines()
+    total = next(line for line in lines if line.startswith("total")).split()
+    per_trial = 5 * (20 + 50 + 80)
+    saved = 2 * 2 * 5 * 20  # per seed: 3 cross-entropy trials, 2 of them start from the first one's round 0
+    assert total[3] == f"{8 * per_trial - saved:,}"
+    assert any(f"(4 groups for 8 trials): the total trains {saved:,} image-passes fewer" in line for line in lines)
