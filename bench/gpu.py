@@ -1,19 +1,24 @@
-"""The GPU proof in one command: `python -m bench.gpu [--data-root DIR]`.
+"""The GPU proof in one command: `python -m bench.gpu [--budget SECONDS] [--data-root DIR]`.
 
-Prints one table and writes bench/results/gpu.md with the machine, versions and date. On a CUDA machine it runs:
-- the `gpu`-marked tests (tests/test_gpu.py): per-sample gradient norms on CUDA against a one-sample loop
-  (ResNet-18 and the small CNN, the unfold path), bf16 + channels-last training, evaluation, GPU metrics, the
-  deterministic mode, a trial over its memory share;
+Prints one table and writes bench/results/gpu.md (and `--also-write PATH`, after every part) with the machine,
+versions and date. On a CUDA machine it runs, in this order, each part only while it fits in `--budget` (its
+expected seconds, measured on an H200, are in EXPECTED_S; a part that no longer fits is skipped and named):
+- the `gpu`-marked tests (tests/test_gpu.py): per-sample gradient norms on CUDA against a one-sample loop, bf16 +
+  channels-last training, evaluation, GPU metrics, the deterministic mode, a trial over its memory share, a
+  round-0 group on CUDA;
 - the gradient-norm bench: ResNet-18 on 32x32 at batch 256: a (the one-sample loop), b (albench), c (a plain
   forward), d (a plain forward + backward);
 - the training bench: ResNet-18 in fp32 and bf16, device-resident, against a per-image DataLoader + PIL reference
   (`bench.train`), on the CIFAR-10 subset;
-- packing: 1, 2 and 4 CIFAR-10-subset trials at once on one GPU (gpus_per_trial 1, 0.5, 0.25) through Ray, and
-  the grid's wall time for each (needs Ray; `--tracking-uri none`, the image has no MLflow);
+- every registered strategy end to end on ResNet-18 (3 short rounds, in-process, one seed), and the round-0
+  check: the cross-entropy strategies of that seed form one round-0 group, whose round-0 rows must be identical;
+- packing: a ResNet-18 grid of 4 trials at 1 and at 4 trials per GPU through Ray, with the share of the wall
+  time that is not the trials' own work (start-up, Tune, checkpoints) at 1 per GPU;
 - the projection: the paper CIFAR-10 grid's GPU-hours from the measured fp32 training throughput
   (`albench plan --train-ips`).
 Without CUDA it runs what needs none (the test collection, the plan's counts) and names what it skipped. It
-measures and reports; the pass/fail assertions are the tests'.
+measures and reports; the pass/fail assertions are the tests'. The GPU machine has no MLflow: every grid here runs
+with `--tracking-uri none`.
 """
 
 from __future__ import annotations
@@ -25,29 +30,22 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.environment import CIFAR10_SUBSET, machine_header, write_result
+from bench.gpu_grids import packing_bench, strategies_bench
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_GRID = REPO / "experiments" / "grids" / "paper" / "cifar10.yaml"
-TARGETS = {"b/a": 50.0, "b/d": 0.5, "train": 20.0, "packing": 2.5}
-
-PACKING_GRID = """\
-name: gpu-packing
-datasets: [cifar10]
-model: small_cnn
-regimes: {{subset: {{initial: 200, query: 200, subset: 2000, budget: 600}}}}
-strategies: [entropy, margin, random, ent_gradnorm]
-seeds: [0]
-train: {{epochs: 50, batch_size: 128, precision: bf16}}
-resources: {{gpus_per_trial: {share}, cpus_per_trial: 2}}
-"""
+TARGETS = {"b/a": 50.0, "b/d": 0.5, "train": 20.0}
+# seconds each part took on one H200 (GPU.md, 2026-12-04), with a margin: what the budget plans with
+EXPECTED_S = {"gpu tests": 60, "grad norms": 15, "training": 25, "strategies": 110, "packing": 260, "projection": 10}
 
 
 class Table:
@@ -140,33 +138,6 @@ def training_bench(table: Table, data_root: Path, labeled: int, epochs: int) -> 
     return rates["albench"][0]
 
 
-def packing_bench(table: Table, data_root: Path) -> None:
-    """The same 4-trial grid at 1, 2 and 4 trials per GPU, each in a fresh results folder."""
-    walls = {}
-    for share in (1, 0.5, 0.25):
-        with tempfile.TemporaryDirectory() as folder:
-            grid = Path(folder) / "grid.yaml"
-            grid.write_text(PACKING_GRID.format(share=share))
-            start = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-m", "orchestrator.cli", "run", str(grid), "--data-root", str(data_root),
-                 "--results", str(Path(folder) / "results"), "--tracking-uri", "none"],
-                cwd=REPO, capture_output=True, text=True,
-            )  # fmt: skip
-            walls[share] = time.perf_counter() - start
-            if done.returncode != 0:
-                table.add("packing", f"gpus_per_trial {share}", f"FAILED: {done.stderr.strip()[-300:]}")
-                return
-        per_gpu = round(1 / share)
-        table.add("packing (4 subset trials, 1 GPU)", f"{per_gpu} per GPU: grid wall s", f"{walls[share]:.0f}")
-    table.add(
-        "packing (4 subset trials, 1 GPU)",
-        "4 per GPU: throughput / 1 per GPU",
-        f"{walls[1] / walls[0.25]:.2f}x",
-        f">= {TARGETS['packing']:g}x",
-    )
-
-
 def projection(table: Table, train_ips: float | None) -> None:
     command = [sys.executable, "-m", "orchestrator.cli", "plan", str(PAPER_GRID)]
     if train_ips:
@@ -181,43 +152,78 @@ def projection(table: Table, train_ips: float | None) -> None:
         table.skip("projection", "GPU-hours need a GPU's measured training throughput")
 
 
+class Budget:
+    """Seconds left of --budget: a part starts only if its expected time (EXPECTED_S) fits in what is left."""
+
+    def __init__(self, seconds: float, table: Table, also_write: Path | None) -> None:
+        self.end, self.table, self.also_write = time.perf_counter() + seconds, table, also_write
+
+    def run(self, part: str, work: Callable[[], object]) -> object:
+        left = self.end - time.perf_counter()
+        if EXPECTED_S[part] > left:
+            self.table.skip(part, f"takes about {EXPECTED_S[part]} s; {max(left, 0):.0f} s of the --budget left")
+            return None
+        start = time.perf_counter()
+        try:
+            return work()
+        except Exception as error:  # a broken part is reported; the others still run
+            traceback.print_exc()
+            self.table.add(part, "error", f"FAILED: {type(error).__name__}: {str(error)[:300]}")
+            return None
+        finally:
+            print(f"  [{part}: {time.perf_counter() - start:.0f} s]", flush=True)
+            write(self.table, self.also_write)
+
+
+def write(table: Table, also_write: Path | None) -> Path:
+    header = machine_header(torch.get_num_threads())
+    text = f"# GPU proof (`python -m bench.gpu`)\n\n{header}\n\nGPU: {gpu_header()}\n\n{table.markdown()}\n"
+    if also_write is not None:
+        also_write.write_text(text)
+    return write_result("gpu", text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=480, help="seconds for the whole proof (default 8 min)")
     parser.add_argument("--data-root", type=Path, default=CIFAR10_SUBSET, help="holds cifar-10-batches-py")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--loop", type=int, default=64, help="images for the one-sample reference loop")
     parser.add_argument("--labeled", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10, help="training bench epochs")
+    parser.add_argument("--strategy-epochs", type=int, default=10, help="epochs a round of the strategies part")
+    parser.add_argument("--packing-epochs", type=int, default=80, help="epochs a round of the packing grid")
+    parser.add_argument("--also-write", type=Path, help="a second copy of the table, written after every part")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cuda = torch.cuda.is_available()
     has_data = (args.data_root / "cifar-10-batches-py").is_dir()
     table = Table()
+    budget = Budget(args.budget, table, args.also_write)
     print(f"GPU: {gpu_header()}", flush=True)
-    gpu_tests(table)
+    budget.run("gpu tests", lambda: gpu_tests(table))
     train_ips = None
+    needs_data = ("training", "strategies", "packing")
     if not cuda:
-        for part in ("gradient-norm bench", "training bench", "packing"):
+        for part in ("grad norms", *needs_data):
             table.skip(part, "needs a CUDA device")
     else:
-        gradnorm_bench(table, args.batch, args.loop)
-        if has_data:
-            train_ips = training_bench(table, args.data_root, args.labeled, args.epochs)
-        else:
-            table.skip("training bench", f"no CIFAR-10 subset at {args.data_root} (--data-root)")
+        budget.run("grad norms", lambda: gradnorm_bench(table, args.batch, args.loop))
         if not has_data:
-            table.skip("packing", f"no CIFAR-10 subset at {args.data_root} (--data-root)")
-        elif importlib.util.find_spec("ray") is None:
-            table.skip("packing", "Ray is not installed (GPU.md: carry its wheel)")
+            for part in needs_data:
+                table.skip(part, f"no CIFAR-10 subset at {args.data_root} (--data-root)")
         else:
-            packing_bench(table, args.data_root)
-    projection(table, train_ips)
-    header = machine_header(torch.get_num_threads())
-    text = f"# GPU proof (`python -m bench.gpu`)\n\n{header}\n\nGPU: {gpu_header()}\n\n"
-    text += table.markdown() + "\n"
+            train_ips = budget.run("training", lambda: training_bench(table, args.data_root, args.labeled, args.epochs))
+            budget.run("strategies", lambda: strategies_bench(table, args.data_root, args.strategy_epochs))
+            if importlib.util.find_spec("ray") is None:
+                table.skip("packing", "Ray is not installed (GPU.md: carry its wheel)")
+            else:
+                budget.run("packing", lambda: packing_bench(table, args.data_root, args.packing_epochs))
+    budget.end = max(budget.end, time.perf_counter() + EXPECTED_S["projection"])  # CPU only: always runs
+    budget.run("projection", lambda: projection(table, train_ips))
     print()
     print(table.markdown())
-    print(f"\nwrote {write_result('gpu', text)}")
+    print(f"\nwrote {write(table, args.also_write)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """On a CUDA device: per-sample gradient norms (the unfold path) against a one-sample loop, bf16 + channels-last
-training, evaluation, a trial's GPU metrics, the deterministic mode and a trial that overruns its memory share.
+training, evaluation, a trial's GPU metrics, the deterministic mode, a trial that overruns its memory share, and a
+round-0 group trained once on CUDA.
 
 Skipped without CUDA (CI never has one); `python -m bench.gpu` runs them first on a GPU machine. Imports only
 the core: the GPU machine's image has neither Ray nor MLflow.
@@ -127,3 +128,31 @@ def test_a_trial_over_its_memory_share_fails_naming_the_fix():
         done.stdout + done.stderr
     )
     assert "fewer trials per GPU" in done.stdout
+
+
+def test_on_cuda_a_round0_group_trains_round0_once_and_its_rows_are_identical(tmp_path):
+    """With the default (non-deterministic) kernels: the group's members start from its one round-0 fit."""
+    from experiments.results import read_rounds
+    from orchestrator.bookkeeper import Bookkeeper
+    from orchestrator.grid import parse_grid
+    from orchestrator.local import run_grid_locally
+
+    grid = parse_grid(
+        {
+            "name": "cuda-round0",
+            "datasets": ["digits"],
+            "regimes": {"tiny": {"initial": 20, "query": 20, "subset": 200, "budget": 60}},
+            "strategies": ["random", "entropy", "margin", "ent_gradnorm"],
+            "seeds": [0],
+            "train": {"epochs": 10},
+            "resources": {"gpus_per_trial": 1, "cpus_per_trial": 1},
+        }
+    )
+    lines = []
+    run_grid_locally(grid, Bookkeeper(tmp_path, None), device="cuda", report=lines.append)
+    rows = read_rounds(tmp_path)
+    first = rows[rows["round"] == 0]
+    assert sum("trained once" in line for line in lines) == 1 and len(first) == 4
+    assert first["round0_group"].nunique() == 1
+    assert len(first[["test_accuracy", "train_loss", "train_accuracy"]].drop_duplicates()) == 1
+    assert (first["device"] == torch.cuda.get_device_name(0)).all()

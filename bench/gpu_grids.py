@@ -1,0 +1,105 @@
+"""The grid parts of the GPU proof (`python -m bench.gpu`): every strategy end to end with the round-0 check, and
+packing through Ray. Each runs `albench run` on a grid written here, in a subprocess, as a user would, and reads the
+Parquet rows back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from bench.gpu import Table
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = {"packing": 2.5, "startup": 0.10}
+WORK = ["train_seconds", "eval_seconds", "query_seconds"]
+
+STRATEGIES_GRID = """\
+name: gpu-strategies
+datasets: [cifar10]
+model: {model}
+regimes: {{r: {{initial: 200, query: 200, subset: 1000, budget: 600}}}}
+strategies: [{strategies}]
+seeds: [0]
+train: {{epochs: {epochs}, batch_size: 128}}
+resources: {{gpus_per_trial: 1, cpus_per_trial: 4}}
+"""
+
+PACKING_GRID = """\
+name: gpu-packing
+datasets: [cifar10]
+model: {model}
+regimes: {{r: {{initial: 1000, query: 1000, subset: 2000, budget: 3000}}}}
+strategies: [entropy, lplgrad]
+seeds: [0, 1]
+train: {{epochs: {epochs}, batch_size: 128}}
+resources: {{gpus_per_trial: {share}, cpus_per_trial: 2}}
+"""
+
+
+def run_grid(text: str, folder: Path, data_root: Path, *options: str) -> tuple[float, subprocess.CompletedProcess]:
+    """`albench run` of a grid in a subprocess (wall seconds, the finished process); rows in folder/results."""
+    grid = folder / "grid.yaml"
+    grid.write_text(text)
+    command = [sys.executable, "-m", "orchestrator.cli", "run", str(grid), "--data-root", str(data_root),
+               "--results", str(folder / "results"), "--tracking-uri", "none", *options]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    return time.perf_counter() - start, done
+
+
+def _failure(done: subprocess.CompletedProcess) -> str:
+    return "FAILED: " + " ".join((done.stderr.strip() or done.stdout.strip())[-400:].split())
+
+
+def strategies_bench(table: Table, data_root: Path, epochs: int, device: str = "cuda", model: str = "resnet18") -> None:
+    """Every registered strategy, 3 rounds, in-process on the device; then each round-0 group's rows."""
+    from strategies import STRATEGY_NAMES
+
+    part = f"strategies ({model}, {device}, 200 -> 600 labels, {epochs} epochs a round)"
+    with tempfile.TemporaryDirectory() as folder:
+        text = STRATEGIES_GRID.format(strategies=", ".join(STRATEGY_NAMES), epochs=epochs, model=model)
+        wall, done = run_grid(text, Path(folder), data_root, "--in-process", "--device", device)
+        rows = pd.read_parquet(Path(folder) / "results" / "rounds") if done.returncode == 0 else None
+    if rows is None:
+        table.add(part, "grid", _failure(done))
+        return
+    for name, trial in rows.sort_values("round").groupby("strategy"):
+        seconds = trial[WORK].to_numpy().sum()
+        accuracy = ", ".join(f"{a:.1%}" for a in trial["test_accuracy"])
+        table.add(part, f"{name}: rounds, test accuracy by round, s", f"{len(trial)}, {accuracy}, {seconds:.0f}")
+    table.add(part, "grid wall s (12 trials)", f"{wall:.0f}")
+    first = rows[rows["round"] == 0]
+    for key, group in first.groupby("round0_group"):
+        fields = group[["test_accuracy", "train_loss", "train_accuracy"]].drop_duplicates()
+        members = ", ".join(sorted(group["strategy"]))
+        value = f"{len(fields)} distinct of {len(group)} rows (test accuracy {group['test_accuracy'].iloc[0]:.2%})"
+        table.add(f"round 0 on {device}: group {key}", f"round-0 rows of {members}", value, "1 distinct")
+
+
+def packing_bench(table: Table, data_root: Path, epochs: int, model: str = "resnet18") -> None:
+    """The same 4-trial grid at 1 and at 4 trials per GPU through Ray, each in a fresh results folder."""
+    part = f"packing ({model}, 4 trials of 1000 -> 3000 labels, {epochs} epochs, 1 GPU)"
+    walls, work = {}, 0.0
+    for share in (1, 0.25):
+        with tempfile.TemporaryDirectory() as folder:
+            text = PACKING_GRID.format(share=share, epochs=epochs, model=model)
+            walls[share], done = run_grid(text, Path(folder), data_root)
+            if done.returncode != 0:
+                table.add(part, f"gpus_per_trial {share}", _failure(done))
+                return
+            if share == 1:
+                rows = pd.read_parquet(Path(folder) / "results" / "rounds")
+                work = float(rows[WORK].to_numpy().sum())
+        table.add(part, f"{round(1 / share)} per GPU: grid wall s", f"{walls[share]:.0f}")
+    startup = 1 - work / walls[1]
+    table.add(part, "1 per GPU: wall not in the trials' own work", f"{startup:.1%}", f"< {TARGETS['startup']:.0%}")
+    table.add(
+        part, "4 per GPU: throughput / 1 per GPU", f"{walls[1] / walls[0.25]:.2f}x", f">= {TARGETS['packing']:g}x"
+    )
