@@ -15,7 +15,11 @@ from orchestrator.provenance import cpu_model
 RESULTS = Path(__file__).parent / "results"
 # The real CIFAR-10 subset beside the checkout (as the tests find it); benches must not import the tests
 # package, whose conftest needs pytest, absent on the lent GPU machines.
-CIFAR10_SUBSET = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-subset"
+# ALBENCH_DATA_ROOT, where set, names it (the GPU machine's .gpu/setup.sh points it at the carried copy).
+CIFAR10_SUBSET = Path(
+    os.environ.get("ALBENCH_DATA_ROOT")
+    or Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-subset"
+)
 
 
 def machine_header(threads: int) -> str:

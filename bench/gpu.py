@@ -155,12 +155,17 @@ def projection(table: Table, train_ips: float | None) -> None:
 class Budget:
     """Seconds left of --budget: a part starts only if its expected time (EXPECTED_S) fits in what is left."""
 
-    def __init__(self, seconds: float, table: Table, also_write: Path | None) -> None:
+    def __init__(self, seconds: float, table: Table, also_write: Path | None, parts: list[str]) -> None:
         self.end, self.table, self.also_write = time.perf_counter() + seconds, table, also_write
+        self.parts = parts
 
-    def run(self, part: str, work: Callable[[], object]) -> object:
+    def run(self, part: str, work: Callable[[], object], always: bool = False) -> object:
+        """`always`: a part that needs no GPU (the projection) runs whatever is left."""
         left = self.end - time.perf_counter()
-        if EXPECTED_S[part] > left:
+        if part not in self.parts:
+            self.table.skip(part, "not among --parts")
+            return None
+        if EXPECTED_S[part] > left and not always:
             self.table.skip(part, f"takes about {EXPECTED_S[part]} s; {max(left, 0):.0f} s of the --budget left")
             return None
         start = time.perf_counter()
@@ -194,12 +199,18 @@ def main() -> None:
     parser.add_argument("--strategy-epochs", type=int, default=10, help="epochs a round of the strategies part")
     parser.add_argument("--packing-epochs", type=int, default=80, help="epochs a round of the packing grid")
     parser.add_argument("--also-write", type=Path, help="a second copy of the table, written after every part")
+    parser.add_argument(
+        "--parts", default=",".join(EXPECTED_S), help=f"which parts (default all: {','.join(EXPECTED_S)})"
+    )
+    parser.add_argument(
+        "--train-ips", type=float, help="the projection's throughput where the training part is not run"
+    )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cuda = torch.cuda.is_available()
     has_data = (args.data_root / "cifar-10-batches-py").is_dir()
     table = Table()
-    budget = Budget(args.budget, table, args.also_write)
+    budget = Budget(args.budget, table, args.also_write, args.parts.split(","))
     print(f"GPU: {gpu_header()}", flush=True)
     budget.run("gpu tests", lambda: gpu_tests(table))
     train_ips = None
@@ -219,8 +230,7 @@ def main() -> None:
                 table.skip("packing", "Ray is not installed (GPU.md: carry its wheel)")
             else:
                 budget.run("packing", lambda: packing_bench(table, args.data_root, args.packing_epochs))
-    budget.end = max(budget.end, time.perf_counter() + EXPECTED_S["projection"])  # CPU only: always runs
-    budget.run("projection", lambda: projection(table, train_ips))
+    budget.run("projection", lambda: projection(table, train_ips or args.train_ips), always=True)
     print()
     print(table.markdown())
     print(f"\nwrote {write(table, args.also_write)}")

@@ -44,14 +44,33 @@ resources: {{gpus_per_trial: {share}, cpus_per_trial: 2}}
 
 
 def run_grid(text: str, folder: Path, data_root: Path, *options: str) -> tuple[float, subprocess.CompletedProcess]:
-    """`albench run` of a grid in a subprocess (wall seconds, the finished process); rows in folder/results."""
+    """`albench run` of a grid in a subprocess (wall seconds, the finished process); rows in folder/results.
+
+    Its stdout comes back as 'SECONDS<TAB>line' lines: when each line arrived, from the command's start."""
     grid = folder / "grid.yaml"
     grid.write_text(text)
     command = [sys.executable, "-m", "orchestrator.cli", "run", str(grid), "--data-root", str(data_root),
                "--results", str(folder / "results"), "--tracking-uri", "none", *options]  # fmt: skip
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=errors, text=True)
+        lines = [f"{time.perf_counter() - start:.2f}\t{line}" for line in process.stdout]
+        process.wait()
+        errors.seek(0)
+        done = subprocess.CompletedProcess(command, process.returncode, "".join(lines), errors.read())
     return time.perf_counter() - start, done
+
+
+def start_up_seconds(done: subprocess.CompletedProcess, rows: pd.DataFrame) -> float | None:
+    """From the command's start to the first round-0 fit's training: when the driver heard of that fit, less the
+    fit's own training and test seconds (its round-0 rows)."""
+    for line in done.stdout.splitlines():
+        arrived, _, text = line.partition("\t")
+        if "trained once" in text:
+            key = text.split("round 0 of group ")[1].split()[0]
+            fit = rows[(rows["round"] == 0) & (rows["round0_group"] == key)].iloc[0]
+            return float(arrived) - fit["train_seconds"] - fit["eval_seconds"]
+    return None
 
 
 def _failure(done: subprocess.CompletedProcess) -> str:
@@ -86,7 +105,7 @@ def strategies_bench(table: Table, data_root: Path, epochs: int, device: str = "
 def packing_bench(table: Table, data_root: Path, epochs: int, model: str = "resnet18") -> None:
     """The same 4-trial grid at 1 and at 4 trials per GPU through Ray, each in a fresh results folder."""
     part = f"packing ({model}, 4 trials of 1000 -> 3000 labels, {epochs} epochs, 1 GPU)"
-    walls, work = {}, 0.0
+    walls, work, start_up = {}, 0.0, None
     for share in (1, 0.25):
         with tempfile.TemporaryDirectory() as folder:
             text = PACKING_GRID.format(share=share, epochs=epochs, model=model)
@@ -97,9 +116,14 @@ def packing_bench(table: Table, data_root: Path, epochs: int, model: str = "resn
             if share == 1:
                 rows = pd.read_parquet(Path(folder) / "results" / "rounds")
                 work = float(rows[WORK].to_numpy().sum())
+                start_up = start_up_seconds(done, rows)
         table.add(part, f"{round(1 / share)} per GPU: grid wall s", f"{walls[share]:.0f}")
-    startup = 1 - work / walls[1]
-    table.add(part, "1 per GPU: wall not in the trials' own work", f"{startup:.1%}", f"< {TARGETS['startup']:.0%}")
+    if start_up is not None:
+        share_of_wall = f"{start_up:.0f} s, {start_up / walls[1]:.1%} of the wall"
+        table.add(
+            part, "1 per GPU: start-up (to the first fit's training)", share_of_wall, f"< {TARGETS['startup']:.0%}"
+        )
+    table.add(part, "1 per GPU: wall not in the trials' own work (start-up included)", f"{1 - work / walls[1]:.1%}")
     table.add(
         part, "4 per GPU: throughput / 1 per GPU", f"{walls[1] / walls[0.25]:.2f}x", f">= {TARGETS['packing']:g}x"
     )
