@@ -44,8 +44,9 @@ from bench.gpu_grids import packing_bench, strategies_bench
 REPO = Path(__file__).resolve().parent.parent
 PAPER_GRID = REPO / "experiments" / "grids" / "paper" / "cifar10.yaml"
 TARGETS = {"b/a": 50.0, "b/d": 0.5, "train": 20.0}
-# seconds each part took on one H200 (GPU.md, 2026-12-04), with a margin: what the budget plans with
-EXPECTED_S = {"gpu tests": 60, "grad norms": 15, "training": 25, "strategies": 110, "packing": 260, "projection": 10}
+# seconds each part took on one H200 (bench/results/gpu.md: 37, 4, 10, 46, 330-336, 6), with a margin: what the
+# budget plans with
+EXPECTED_S = {"gpu tests": 45, "grad norms": 10, "training": 15, "strategies": 55, "packing": 340, "projection": 10}
 
 
 class Table:
@@ -197,7 +198,7 @@ def main() -> None:
     parser.add_argument("--labeled", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=10, help="training bench epochs")
     parser.add_argument("--strategy-epochs", type=int, default=10, help="epochs a round of the strategies part")
-    parser.add_argument("--packing-epochs", type=int, default=80, help="epochs a round of the packing grid")
+    parser.add_argument("--packing-epochs", type=int, default=60, help="epochs a round of the packing grid")
     parser.add_argument("--also-write", type=Path, help="a second copy of the table, written after every part")
     parser.add_argument(
         "--parts", default=",".join(EXPECTED_S), help=f"which parts (default all: {','.join(EXPECTED_S)})"

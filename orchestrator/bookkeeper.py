@@ -1,12 +1,10 @@
 """The one writer of a results folder's ledger, Parquet rows and MLflow runs, for both runners.
 
-A runner reports events (a trial started, a round's checkpoint is stored, the trial finished or failed) and
-the bookkeeper files them. Every sink is an idempotent projection of the trial's checkpoint (Parquet: upsert
-on (trial_id, round); MLflow: only missing steps), so a crash between a checkpoint and its sinks loses
-nothing: `plan` projects the same checkpoint again before anything runs.
-
-Status transitions (`ALLOWED`): a DONE trial never runs again; a FAILED or interrupted one becomes PENDING
-at the next `plan` and resumes from its checkpoint.
+A runner reports events (a trial started, a round's checkpoint or a round-0 fit is stored, the trial finished
+or failed) and the bookkeeper files them. Every sink is an idempotent projection of the trial's checkpoint
+(Parquet: upsert on (trial_id, round); MLflow: only missing steps), so a crash between a checkpoint and its
+sinks loses nothing: `plan` projects the same checkpoint again before anything runs. Status transitions
+(`ALLOWED`): a DONE trial never runs again; a FAILED or interrupted one becomes PENDING at the next `plan`.
 """
 
 from __future__ import annotations
@@ -111,9 +109,8 @@ class Bookkeeper:
     def checkpoint_of(self, entry: TrialEntry) -> str | None:
         return self.located(entry.checkpoint, entry.trial_id, entry.legacy_id)
 
-    # -- round-0 fits (orchestrator.round0): one per group of trials, shared by its members
     def round0_fit(self, key: str) -> str | None:
-        """A usable URI of round-0 group `key`'s stored fit, or None where it is still to be trained."""
+        """A usable URI of round-0 group `key`'s stored fit (orchestrator.round0), or None where it is to be trained."""
         entry = read_round0_entry(self.results, key)
         uri = None if entry is None else self.located(entry["checkpoint"], key)
         return uri if uri and checkpoint_exists(uri) else None
