@@ -87,7 +87,8 @@ def _callback(keeper: Bookkeeper, needed: dict[str, list[Planned]], errors: dict
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
             key = trial.config["group"]["round0_key"]
             keeper.record_round0_fit(key, checkpoint_uri(checkpoint), [p.spec.trial_id for p in needed[key]])
-            report(f"round 0 of group {key} ({len(needed[key])} trials) trained once")
+            n = len(needed[key])
+            report(f"round 0 of group {key} ({n} trial{'s' * (n > 1)}) trained once")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get(ALBENCH_ERROR):

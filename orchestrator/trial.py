@@ -1,10 +1,11 @@
 """One active-learning trial, in one process, without Ray or MLflow: a pure function of its spec and seed.
 
-Each round: train on the labeled set -> test (and measure the fit on the labeled set) -> draw a random
-unlabeled subset -> map the strategy over
-shards of it -> merge -> select b -> label them. After every round the caller gets the trial's state (to
-checkpoint it and write the round's record); a trial started from such a state ends exactly as one that
-was never interrupted.
+Each round is a fit step (`fit_round`: train on the labeled set -> test, and measure the fit on the labeled
+set) and a query step (`orchestrator.query`: draw a random unlabeled subset -> map the strategy over shards of
+it -> merge -> select b), then labels the picks. Round 0's fit step can come from elsewhere: the one fit of the
+trial's round-0 group (`fit_round0`, `orchestrator.round0`). After every round the caller gets the trial's state
+(to checkpoint it and write the round's record); a trial started from such a state ends exactly as one that was
+never interrupted.
 """
 
 from __future__ import annotations

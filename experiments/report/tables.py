@@ -126,7 +126,10 @@ def cost_table(data: ReportData) -> Table:
     display.index.name = "strategy"
     hardware = data.trials.groupby("dataset")["device"].unique()
     notes = [f"{d}: measured on {', '.join(sorted(map(str, devices)))}" for d, devices in hardware.items()]
-    notes.append("complete trials only; seconds summed over a trial's rounds")
+    notes.append(
+        "complete trials only; seconds summed over a trial's rounds; a round 0 trained once for its round-0 group "
+        "(the rows' round0_group) counts in every member, as if each had trained it"
+    )
     return Table("cost", "Cost per trial: training and query seconds, mean ± std", display, stats, notes=notes)
 
 

@@ -66,7 +66,9 @@ def test_the_key_groups_exactly_the_trials_that_compute_the_same_round0():
     assert len(groups) == 1 + len(other) and len(groups[round0_key(base)]) == 7
 
 
-@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+@pytest.mark.parametrize(
+    "strategy", [s if s in ("entropy", "lplgrad") else pytest.param(s, marks=pytest.mark.slow) for s in STRATEGY_NAMES]
+)
 def test_a_trial_started_from_its_groups_fit_computes_bit_for_bit_what_it_computes_alone(digits, strategy):
     spec = tiny_spec(strategy)
     key = round0_key(spec)
