@@ -111,10 +111,10 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     for n_labeled in [int(n) for n in args.labels.split(",")]:
         for epochs in [int(e) for e in args.epochs.split(",")]:
-            runs = [
-                one_round(dataset, args.model, n_labeled, epochs, args.batch, args.precision, seed)
-                for seed in range(args.seeds)
-            ]
+            runs = []
+            for seed in range(args.seeds):  # each seed as it ends: a long pilot shows its progress
+                runs.append(one_round(dataset, args.model, n_labeled, epochs, args.batch, args.precision, seed))
+                print(f"  seed {seed}, {n_labeled} labels, {epochs} epochs: {runs[-1]}", flush=True)
             ce, lpl = [r["ent_gradnorm"] for r in runs], [r["lplgrad"] for r in runs]
             delta = [b["test"] - a["test"] for a, b in zip(ce, lpl, strict=True)]
             row = (
