@@ -80,7 +80,8 @@ def reference_train(nets: Networks, dataset: PerImageDataset, train, device: str
 
 
 def run(model_name: str, path: str, data, labeled: np.ndarray, train, device: str, seed: int) -> tuple[float, float]:
-    """(training images/s, test accuracy) of one seed on one path: 'reference', 'albench' or 'albench-bf16'."""
+    """(training images/s, test accuracy) of one seed on one path: 'reference', or 'albench' with any of the
+    suffixes '-captured' (the `train.step: captured` setting, CUDA only) and '-bf16', e.g. 'albench-captured-bf16'."""
     torch.manual_seed(seed)
     nets = Networks(build_model(model_name, 10, 3).to(device))
     normalize = Normalizer(data.mean, data.std)
@@ -93,7 +94,12 @@ def run(model_name: str, path: str, data, labeled: np.ndarray, train, device: st
         dataset = PerImageDataset(hwc, data.train_labels[labeled].numpy(), data.mean, data.std, 4, seed)
         reference_train(nets, dataset, train, device, seed)
     else:
-        spec = train.model_copy(update={"precision": "bf16" if path.endswith("bf16") else "fp32"})
+        spec = train.model_copy(
+            update={
+                "precision": "bf16" if path.endswith("bf16") else "fp32",
+                "step": "captured" if "-captured" in path else "eager",
+            }
+        )
         order, augment = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
         train_round(nets, images, labels, labeled, spec, CROSS_ENTROPY, normalize, order, augment)
     if device == "cuda":

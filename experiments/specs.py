@@ -82,6 +82,21 @@ class TrainSpec(Frozen):
     # torch's deterministic algorithms, cuDNN deterministic without benchmark, cuBLAS's fixed workspace
     # (orchestrator/gpu.py): a GPU trial then repeats bit for bit on the same GPU and software; CPU trials do anyway
     deterministic: bool = False
+    # How a CUDA device runs each training step: "eager" launches its kernels one by one from Python; "captured"
+    # replays the whole step from CUDA graphs (models/captured.py). The same step on the same batches; it is
+    # left out of the trial's id (`canonical_form`) because it changes only the float rounding of the SGD update
+    # on a GPU, as GPU kernels do anyway. A CPU always trains eagerly, so CPU records do not depend on it.
+    step: Literal["eager", "captured"] = "eager"
+
+    @model_validator(mode="after")
+    def _captured_is_not_deterministic(self) -> TrainSpec:
+        if self.step == "captured" and self.deterministic:
+            raise ValueError(
+                "train.step = 'captured' with train.deterministic = true: a deterministic GPU trial repeats eager "
+                "kernels bit for bit, and the captured step rounds its SGD update differently. Drop one of them: "
+                "step: eager for bit-exact GPU repeats, or deterministic: false for the captured step's speed"
+            )
+        return self
 
 
 class ScoringSpec(Frozen):
@@ -127,6 +142,10 @@ class TrialSpec(Frozen):
         return f"{self.dataset.name}/{self.regime_name}/{self.strategy.shown}/seed{self.seed}"
 
 
+# training settings that choose how a device executes the same computation, not what it computes: outside the id
+EXECUTION_ONLY = frozenset({"step"})
+
+
 def _without_defaults(model: Frozen) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_defaults=True)
 
@@ -140,7 +159,7 @@ def canonical_form(spec: TrialSpec) -> dict[str, Any]:
         "regime": _without_defaults(spec.regime),
         "seed": spec.seed,
         "strategy": {"name": spec.strategy.name, **spec.strategy.settings},
-        "train": _without_defaults(spec.train),
+        "train": {key: value for key, value in _without_defaults(spec.train).items() if key not in EXECUTION_ONLY},
         "scoring": _without_defaults(spec.scoring),
     }
     return {key: value for key, value in form.items() if value != {}}

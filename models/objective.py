@@ -6,6 +6,8 @@ an objective that also trains them; training never names them, it only follows t
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import torch
 
 from models.networks import Networks
@@ -21,6 +23,10 @@ class Objective:
     def loss(self, nets: Networks, out: ModelOutput, labels: torch.Tensor, epoch: int) -> torch.Tensor:
         """The mean loss of one batch at `epoch` (0-based)."""
         return per_sample_cross_entropy(out.logits, labels).mean()
+
+    def phase(self, epoch: int) -> Hashable:
+        """What `loss` reads of the epoch: equal phases, equal loss graphs (a captured step has one per phase)."""
+        return 0
 
     def lr_follows_schedule(self, network: str) -> bool:
         """Whether an auxiliary network's LR steps down with the backbone's (the backbone's always does)."""

@@ -16,20 +16,17 @@ import torch
 from experiments.errors import DivergedError
 from experiments.specs import TrainSpec
 from models.augment import Normalizer, random_crop_and_flip
+from models.captured import train_round_static
 from models.networks import BACKBONE, Networks
 from models.objective import Objective
+from models.schedule import lr_at
 
 
 @dataclass(frozen=True)
 class TrainStats:
     epochs: int
     final_loss: float  # mean training loss of the last epoch
-
-
-def lr_at(epoch: int, train: TrainSpec, decays: bool = True) -> float:
-    """The step schedule: the LR is multiplied by lr_gamma after each milestone epoch."""
-    passed = sum(epoch >= m for m in train.lr_milestones) if decays else 0
-    return train.lr * train.lr_gamma**passed
+    step: str = "eager"  # how the steps ran: "eager", or "captured" (CUDA graphs, `train.step`)
 
 
 def _optimizer(nets: Networks, train: TrainSpec, objective: Objective) -> torch.optim.SGD:
@@ -52,7 +49,16 @@ def train_round(
     order: torch.Generator,
     augment: torch.Generator,
 ) -> TrainStats:
-    """Trains `nets` in place on the labeled set for `train.epochs` epochs."""
+    """Trains `nets` in place on the labeled set for `train.epochs` epochs.
+
+    `train.step: captured` replays the steps from CUDA graphs on a CUDA device (`models.captured`); everywhere
+    else the eager loop below runs, so no CPU record depends on that setting.
+    """
+    if train.step == "captured" and images.device.type == "cuda":
+        loss, _ = train_round_static(
+            nets, images, labels, labeled, train, objective, normalize, order, augment, capture=True
+        )
+        return TrainStats(epochs=train.epochs, final_loss=loss, step="captured")
     optimizer = _optimizer(nets, train, objective)
     labeled_t = torch.as_tensor(np.sort(labeled), dtype=torch.long)
     device = images.device

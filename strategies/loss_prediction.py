@@ -60,7 +60,9 @@ def loss_prediction_loss(predicted: torch.Tensor, target: torch.Tensor, margin: 
     if n_pairs == 0:
         return predicted.sum() * 0.0
     target = target.detach()
-    first, mirror = torch.arange(n_pairs), len(predicted) - 1 - torch.arange(n_pairs)
+    # on the predictions' device: a CPU index would copy to the GPU each step, which a CUDA graph cannot capture
+    first = torch.arange(n_pairs, device=predicted.device)
+    mirror = len(predicted) - 1 - first
     sign = torch.where(target[first] - target[mirror] > 0, 1.0, -1.0).to(predicted.dtype)
     return F.relu(margin - sign * (predicted[first] - predicted[mirror])).mean()
 
@@ -110,9 +112,15 @@ class LossPredictionObjective(Objective):
         if self.detach_epoch is None:
             raise ValueError("detach_epoch is unresolved: build the strategy from a spec resolved for its schedule")
         per_sample = per_sample_cross_entropy(out.logits, labels)  # [B]
-        taps = [t.detach() for t in out.taps] if epoch > self.detach_epoch else out.taps
+        taps = [t.detach() for t in out.taps] if self.phase(epoch) == "detached" else out.taps
         predicted = nets.auxiliary[MODULE](taps)
         return per_sample.mean() + self.weight * loss_prediction_loss(predicted, per_sample, self.margin)
+
+    def phase(self, epoch: int) -> str:
+        """LL4AL's two phases: the taps pass the ranking loss's gradient into the backbone, then are detached."""
+        if self.detach_epoch is None:
+            raise ValueError("detach_epoch is unresolved: build the strategy from a spec resolved for its schedule")
+        return "detached" if epoch > self.detach_epoch else "attached"
 
     def lr_follows_schedule(self, network: str) -> bool:
         return self.module_lr_decays

@@ -132,6 +132,7 @@ DEFAULTS_SNAPSHOT = {
         "reinit_each_round": False,
         "precision": "fp32",
         "deterministic": False,  # added after spec_version 1: its default is what trials computed before
+        "step": "eager",  # added after spec_version 1: how a GPU executes the step, outside ids (EXECUTION_ONLY)
     },
     "ScoringSpec": {"score_augmented": False},
     "random": {},
