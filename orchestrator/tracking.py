@@ -251,8 +251,15 @@ class Tracker:
         return True
 
     def set_status(self, run_id: str, status: str) -> None:
-        """RUNNING, FINISHED, FAILED or SCHEDULED (a resumed trial's run goes back to RUNNING)."""
+        """RUNNING, FINISHED, FAILED or SCHEDULED (a resumed trial's run goes back to RUNNING).
+
+        A run that already ended with this status keeps its end time: every later `albench run` of the grid
+        plans its DONE trials again, and terminating their runs anew would stretch each one's duration in the
+        UI to that later run (hours, for trials of seconds)."""
         if status in ("FINISHED", "FAILED", "KILLED"):
+            info = self.client.get_run(run_id).info
+            if info.status == status and info.end_time:
+                return
             self.client.set_terminated(run_id, status)
         else:
             self.client.update_run(run_id, status=status)

@@ -55,6 +55,20 @@ def test_one_parent_run_holds_every_trial_across_reruns_and_an_edited_grid(ran_t
     assert parent.info.status == "FINISHED" and parent.info.run_name == "grid: tracked"
 
 
+def test_a_trial_runs_end_time_is_its_own_not_that_of_a_later_run_of_the_grid(tmp_path):
+    """Every later `albench run` plans the DONE trials again and files them under the parent: their runs keep the
+    end time of the run that computed them, so the UI's duration is the trial's own."""
+    grid, results = tmp_path / "grid.yaml", tmp_path / "results"
+    grid.write_text(GRID.replace("strategies: [random, {name: ent_gradnorm, aggregate: l2}]", "strategies: [random]"))
+    assert albench_here("run", grid, "--results", results, "--in-process").returncode == 0
+    tracker = Tracker(default_tracking_uri(results), "tracked", results)
+    ended = {r.info.run_id: r.info.end_time for r in trial_runs(tracker)}
+    assert len(ended) == 1 and all(ended.values())
+    assert albench_here("run", grid, "--results", results, "--in-process").returncode == 0
+    again = {r.info.run_id: (r.info.status, r.info.end_time) for r in trial_runs(tracker)}
+    assert again == {run_id: ("FINISHED", end) for run_id, end in ended.items()}
+
+
 def test_the_parent_holds_the_grid_as_written_and_resolved_and_its_summary(ran_twice):
     results, tracker = ran_twice
     (parent,) = parent_runs(tracker)
