@@ -24,15 +24,23 @@ def _device(choice: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from orchestrator.grid import load_grid
+    from orchestrator.lock import results_lock
+
+    grid = load_grid(args.grid)
+    results = Path(args.results) if args.results else Path("results") / grid.name
+    with results_lock(results, say):  # one driver per results folder
+        _run_locked(args, grid, results)
+
+
+def _run_locked(args: argparse.Namespace, grid, results: Path) -> None:
     from experiments.report import build_report
     from experiments.report.data import load, summary_metrics
     from experiments.results import read_rounds
     from experiments.summary import format_accuracy_tables
     from orchestrator.bookkeeper import Bookkeeper
-    from orchestrator.grid import load_grid, resolved_grid
+    from orchestrator.grid import resolved_grid
 
-    grid = load_grid(args.grid)
-    results = Path(args.results) if args.results else Path("results") / grid.name
     start = time.perf_counter()
     keeper = Bookkeeper.tracking(results, args.tracking_uri, grid.name)  # the store exists before any trial starts
     uri = keeper.tracking_uri

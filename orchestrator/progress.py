@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from orchestrator.ledger import TrialEntry, TrialStatus
 
+INTERVAL_S = 10.0  # seconds between progress lines
+
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
@@ -17,10 +19,18 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Counts come from the ledger entries; the ETA extrapolates the rounds completed in this run."""
 
-    def __init__(self, entries: list[TrialEntry], report: Callable[[str], None], interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        entries: list[TrialEntry],
+        report: Callable[[str], None],
+        interval_s: float | None = None,
+        waiting: Callable[[], str | None] | None = None,
+    ) -> None:
+        """`waiting`: why no trial can start (e.g. the cluster is too small for one), shown while none runs."""
         self.entries = entries
+        self.waiting = waiting
         self.report = report
-        self.interval_s = interval_s
+        self.interval_s = INTERVAL_S if interval_s is None else interval_s
         self.start = time.monotonic()
         self.rounds_at_start = sum(e.rounds_done for e in entries)
         self.last_print = 0.0
@@ -34,11 +44,14 @@ class Progress:
         unfinished = (TrialStatus.RUNNING, TrialStatus.PENDING)
         remaining = sum(e.n_rounds - e.rounds_done for e in self.entries if e.status in unfinished)
         eta = _duration(elapsed / new * remaining) if new else "?"
-        return (
+        line = (
             f"[{_duration(elapsed)}] trials: {counts[TrialStatus.DONE]} done, {counts[TrialStatus.RUNNING]} running, "
             f"{counts[TrialStatus.FAILED]} failed, {counts[TrialStatus.PENDING]} pending | "
             f"rounds {rounds}/{total} | ETA {eta}"
         )
+        idle = counts[TrialStatus.RUNNING] == 0 and counts[TrialStatus.PENDING] > 0
+        reason = self.waiting() if idle and self.waiting is not None else None
+        return f"{line} | cannot start: {reason}" if reason else line
 
     def maybe_print(self, force: bool = False) -> None:
         now = time.monotonic()

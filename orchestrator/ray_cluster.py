@@ -1,6 +1,5 @@
-"""The Ray plumbing of `orchestrator.ray_runner`: joining the cluster, sizing a trial's bundle, claiming a
-worker's device, naming Tune's checkpoints and errors, and the Tune callback that hands every trial event to the
-bookkeeper on the driver."""
+"""The Ray plumbing of `orchestrator.ray_runner`: joining the cluster, claiming a worker's device, naming Tune's
+checkpoints and errors, and the Tune callback that hands every trial event to the bookkeeper on the driver."""
 
 from __future__ import annotations
 
@@ -12,11 +11,9 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from experiments.errors import ConfigError
 from orchestrator.bookkeeper import Bookkeeper, Planned
 from orchestrator.checkpoint import read_records
 from orchestrator.gpu import limit_memory
-from orchestrator.grid import ResourcesSpec
 from orchestrator.progress import Progress
 
 ALBENCH_ERROR = "albench_error"  # a result key: the trial stopped on a user error (no retry can fix it)
@@ -91,22 +88,6 @@ def connect(address: str | None) -> None:
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-
-
-def trial_bundle(resources: ResourcesSpec) -> dict[str, float]:
-    """One bundle: a GPU per trial where the cluster has GPUs (as the grid asks), else CPUs only."""
-    import ray
-
-    cluster = ray.cluster_resources()
-    if resources.cpus_per_trial > cluster.get("CPU", 0):
-        raise ConfigError(
-            f"resources.cpus_per_trial = {resources.cpus_per_trial} but the cluster has {cluster.get('CPU', 0)} CPUs; "
-            "lower it in the grid"
-        )
-    bundle = {"CPU": resources.cpus_per_trial}
-    if cluster.get("GPU", 0) > 0 and resources.gpus_per_trial > 0:
-        bundle["GPU"] = resources.gpus_per_trial
-    return bundle
 
 
 def claim_device(bundle: dict[str, float]) -> str:

@@ -29,9 +29,10 @@ from orchestrator.gpu import out_of_memory
 from orchestrator.grid import Grid
 from orchestrator.inputs import dataset_key, inputs_of, load_datasets, save_labels, save_splits
 from orchestrator.ledger import TrialEntry
+from orchestrator.placement import check_placement, reported_resources, shortfall, trial_bundle
 from orchestrator.progress import Progress
 from orchestrator.provenance import device_name
-from orchestrator.ray_cluster import ALBENCH_ERROR, claim_device, connect, make_callback, run_config, trial_bundle
+from orchestrator.ray_cluster import ALBENCH_ERROR, claim_device, connect, make_callback, run_config
 from orchestrator.ray_round0 import fit_round0_groups
 from orchestrator.records import TrialState
 from orchestrator.round0 import round0_key
@@ -67,8 +68,11 @@ def run_grid_on_ray(
     if not pending:
         return entries
     connect(address)
-    bundle = trial_bundle(grid.resources)
+    cluster = reported_resources(ray.cluster_resources)
+    bundle = trial_bundle(grid.resources, cluster, report)
     n_shards = grid.resources.scoring_shards
+    # a local instance cannot grow: a trial it can never hold is refused here; a joined cluster may autoscale
+    stalled = check_placement(bundle, n_shards, cluster, can_grow=address is not None, report=report)
     used = {dataset_key(p.spec): datasets[dataset_key(p.spec)] for p in pending}
     storage = storage_path or str((keeper.results / "tune").resolve())
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables; the progress line is ours
@@ -97,7 +101,8 @@ def run_grid_on_ray(
         }
         for p in pending
     ]
-    progress = Progress(entries, report)
+    waiting = (lambda: shortfall(bundle, n_shards, ray.cluster_resources())) if stalled else None
+    progress = Progress(entries, report, waiting=waiting)
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(configs)},

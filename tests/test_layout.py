@@ -46,10 +46,12 @@ LAYERS = {
         "orchestrator.upgrade",
         "orchestrator.bookkeeper",
         "orchestrator.progress",
+        "orchestrator.lock",
     ],
     "runners": [
         "orchestrator.local",
         "orchestrator.shards",
+        "orchestrator.placement",
         "orchestrator.ray_cluster",
         "orchestrator.ray_round0",
         "orchestrator.ray_runner",
