@@ -9,24 +9,30 @@ its streams, CIFAR's schedule shortened to the epochs (LR 0.1, x0.1 after 80 % o
 trains twice, paired (same weights, set, order and augmentation): with cross-entropy (ent_gradnorm's objective)
 and jointly with the loss-prediction module (lplgrad's), so their difference is the module's cost. Prints train
 and test accuracy (mean ± std over seeds), the paired difference and the seconds per 100k training image
-passes, and writes bench/results/convergence.md.
+passes, and writes bench/results/<out>.md, with each seed's paired row below the means.
+Each seed's result is also kept in bench/results/<out>.seeds.json with the CPU model it ran on: a later run with
+more seeds on the same CPU model reruns only the new seeds (a CPU run is deterministic, so the old ones would
+repeat bit for bit); on another CPU model every seed runs again.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.environment import CIFAR10_SUBSET, machine_header, write_result
+from bench.environment import CIFAR10_SUBSET, RESULTS, machine_header, write_result
 from experiments.datasets import load_dataset
 from experiments.defaults import DEFAULTS, resolve_train
 from experiments.specs import DatasetSpec, RegimeSpec, TrialSpec
 from models.augment import Normalizer
 from models.evaluation import evaluate
 from models.training import train_round
+from orchestrator.provenance import cpu_model
 from orchestrator.streams import generator
 from orchestrator.trial import build_networks
 from strategies import build_strategy, resolve_strategy
@@ -74,6 +80,22 @@ def one_round(dataset, model: str, n_labeled: int, epochs: int, batch: int, prec
     return out
 
 
+class SeedCache:
+    """Each finished seed's result, by its settings, for the CPU model that computed it: a long pilot extends."""
+
+    def __init__(self, path: Path, cpu: str) -> None:
+        self.path, self.cpu = path, cpu
+        kept = json.loads(path.read_text()) if path.exists() else {}
+        self.runs: dict[str, dict] = kept.get("runs", {}) if kept.get("cpu") == cpu else {}
+
+    def get(self, key: str) -> dict | None:
+        return self.runs.get(key)
+
+    def put(self, key: str, result: dict) -> None:
+        self.runs[key] = result
+        self.path.write_text(json.dumps({"cpu": self.cpu, "runs": self.runs}, indent=1, sort_keys=True) + "\n")
+
+
 def _ms(values: list[float]) -> str:
     return (
         f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
@@ -109,12 +131,30 @@ def main() -> None:
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     print("\n".join(lines), flush=True)
+    cache = SeedCache(RESULTS / f"{args.out}.seeds.json", cpu_model())
+    per_seed = [
+        "",
+        "Each seed (accuracy %, paired):",
+        "",
+        "| labels | epochs | seed | CE train | CE test | +LPL train | +LPL test | Δ test |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for n_labeled in [int(n) for n in args.labels.split(",")]:
         for epochs in [int(e) for e in args.epochs.split(",")]:
             runs = []
             for seed in range(args.seeds):  # each seed as it ends: a long pilot shows its progress
-                runs.append(one_round(dataset, args.model, n_labeled, epochs, args.batch, args.precision, seed))
-                print(f"  seed {seed}, {n_labeled} labels, {epochs} epochs: {runs[-1]}", flush=True)
+                key = f"{args.model}/{args.precision}/batch{args.batch}/{n_labeled}/{epochs}/seed{seed}"
+                if (result := cache.get(key)) is None:
+                    result = one_round(dataset, args.model, n_labeled, epochs, args.batch, args.precision, seed)
+                    cache.put(key, result)
+                runs.append(result)
+                print(f"  seed {seed}, {n_labeled} labels, {epochs} epochs: {result}", flush=True)
+                ce_run, lpl_run = result["ent_gradnorm"], result["lplgrad"]
+                per_seed.append(
+                    f"| {n_labeled:,} | {epochs} | {seed} | {100 * ce_run['train']:.1f} | {100 * ce_run['test']:.2f} | "
+                    f"{100 * lpl_run['train']:.1f} | {100 * lpl_run['test']:.2f} | "
+                    f"{100 * (lpl_run['test'] - ce_run['test']):+.2f} |"
+                )
             ce, lpl = [r["ent_gradnorm"] for r in runs], [r["lplgrad"] for r in runs]
             delta = [b["test"] - a["test"] for a, b in zip(ce, lpl, strict=True)]
             row = (
@@ -125,6 +165,7 @@ def main() -> None:
             )
             lines.append(row)
             print(row, flush=True)
+    lines += per_seed
     print(f"written to {write_result(args.out, chr(10).join(lines) + chr(10))}")
 
 
