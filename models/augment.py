@@ -39,9 +39,20 @@ def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tens
     return torch.where(flips, images.flip(3), images)
 
 
-def random_crop_and_flip(images: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
-    """The standard CIFAR augmentation, drawn from `generator` (on the CPU, so CPU and GPU runs draw alike)."""
-    n = len(images)
+def draw_crop_and_flip(
+    n: int, padding: int, hflip: bool, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's augmentation draws from `generator`, in their fixed order: crop offsets [n, 2], then flips [n].
+
+    Eager training draws per batch, a captured step stages an epoch's draws at once (`models.batches`); both
+    call this, so they consume the stream identically.
+    """
     offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
     flips = torch.rand(n, generator=generator) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
+    return offsets, flips
+
+
+def random_crop_and_flip(images: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    """The standard CIFAR augmentation, drawn from `generator` (on the CPU, so CPU and GPU runs draw alike)."""
+    offsets, flips = draw_crop_and_flip(len(images), padding, hflip, generator)
     return crop_and_flip(images, offsets, flips, padding)

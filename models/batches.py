@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from experiments.specs import TrainSpec
+from models.augment import draw_crop_and_flip
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,10 @@ def batch_sizes(n_labeled: int, batch_size: int) -> list[int]:
 
 
 def _draw_augmentation(n: int, train: TrainSpec, augment: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The draws of `models.augment.random_crop_and_flip` for a batch of n, in its order (offsets, then flips)."""
+    """Eager training's draws for a batch of n; none without augmentation (eager training then draws nothing)."""
     if not train.augment:
         return torch.zeros(n, 2, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
-    offsets = torch.randint(0, 2 * train.crop_padding + 1, (n, 2), generator=augment)
-    flips = torch.rand(n, generator=augment) < 0.5 if train.hflip else torch.zeros(n, dtype=torch.bool)
-    return offsets, flips
+    return draw_crop_and_flip(n, train.crop_padding, train.hflip, augment)
 
 
 def stage_epoch(

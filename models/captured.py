@@ -22,19 +22,17 @@ uses neither on a CPU, so CPU records are untouched.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
 
 import numpy as np
 import torch
 
-from experiments.errors import DivergedError
 from experiments.specs import TrainSpec
 from models.augment import Normalizer
 from models.batches import Batches, batch_sizes, stage_epoch
 from models.networks import BACKBONE, Networks
 from models.objective import Objective
-from models.schedule import lr_at
+from models.schedule import check_epoch_loss, lr_at
 from models.static_step import StaticStep
 
 
@@ -126,11 +124,7 @@ def train_round_static(
         for part, index in batches.in_order():
             steps(part, index, epoch)
         epoch_loss = float(step.total) / len(labeled_t)  # the epoch's one host sync
-        if not math.isfinite(epoch_loss):
-            raise DivergedError(
-                f"training diverged: the mean loss of epoch {epoch} is {epoch_loss} (lr {lr_at(epoch, train, True)}, "
-                f"{len(labeled)} labeled images). Lower train.lr in the grid, or check the data normalisation."
-            )
+        check_epoch_loss(epoch, epoch_loss, train, len(labeled))
     for module in nets.named().values():
         module.to(memory_format=torch.contiguous_format)
     return epoch_loss, steps.captures if isinstance(steps, CapturedSteps) else 0

@@ -7,19 +7,17 @@ starts from, the labeled set and its two random streams (data order, augmentatio
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from experiments.errors import DivergedError
 from experiments.specs import TrainSpec
 from models.augment import Normalizer, random_crop_and_flip
 from models.captured import train_round_static
 from models.networks import BACKBONE, Networks
 from models.objective import Objective
-from models.schedule import lr_at
+from models.schedule import check_epoch_loss, lr_at
 
 
 @dataclass(frozen=True)
@@ -85,11 +83,7 @@ def train_round(
             optimizer.step()
             total += loss.detach() * len(batch)
         epoch_loss = float(total) / len(permutation)
-        if not math.isfinite(epoch_loss):
-            raise DivergedError(
-                f"training diverged: the mean loss of epoch {epoch} is {epoch_loss} (lr {lr_at(epoch, train)}, "
-                f"{len(labeled)} labeled images). Lower train.lr in the grid, or check the data normalisation."
-            )
+        check_epoch_loss(epoch, epoch_loss, train, len(labeled))
     for module in nets.named().values():  # scoring and evaluation see the layout they are tested with
         module.to(memory_format=torch.contiguous_format)
     return TrainStats(epochs=train.epochs, final_loss=epoch_loss)
