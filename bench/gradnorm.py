@@ -6,8 +6,9 @@ Samples/s of, on CIFAR-size 32x32 images (the real CIFAR-10 subset where present
   (b) albench's per_sample_grad_norms (exact, batched, hook-based);
   (c) a batched forward + entropy, no gradients (the floor of any scoring);
   (d) a batched forward + backward of the mean entropy (what one ordinary training step costs).
-and b/a, b/d. Then, per early conv shape, the two CPU forms of the per-sample weight gradient (one grouped
-call, a call per sample) and which one albench's shape rule picks. Then time and peak memory of scoring
+and b/a, b/d. Then, per distinct ResNet-18 conv, every exact form of its per-sample weight-gradient norm side
+by side (strategies/layer_norms.py), the one albench's cost model picks (strategies/norm_forms.py) and the
+fastest. Then time and peak memory of scoring
 2,500 to 40,000 images (the subset repeated) through the strategy's map, chunk = `query.score_batch_size`,
 each in a fresh process, in both scoring-heap modes (`resources.scoring_heap`): time grows linearly with the
 pool; in `bounded` mode the peak is set by the chunk alone, in `fast` mode it varies by some tens of MiB
@@ -25,11 +26,14 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from torch import nn
 from torch.distributions import Categorical
 
 from bench.environment import CIFAR10_SUBSET, PeakRss, machine_header, write_result
 from models import build_model
 from strategies.gradnorm import per_sample_grad_norms
+from strategies.layer_norms import CONV_FORMS, GRAM_FORMS, ConvGeometry, conv_weight_sq
+from strategies.norm_forms import choose_conv_form, device_model
 
 
 def _images(n: int) -> torch.Tensor:
@@ -107,48 +111,62 @@ def throughput_rows(model_name: str, batch: int, loop_n: int, repeats: int = 5, 
     return rates
 
 
-EARLY_CONVS = [  # (C_in, C_out, input size, stride, kernel): ResNet-18's and the small CNN's per-sample-gradient convs
-    (3, 64, 32, 1, 3),
-    (64, 64, 32, 1, 3),
-    (64, 128, 32, 2, 3),
-    (128, 128, 16, 1, 3),
-    (64, 128, 32, 2, 1),
-    (3, 32, 32, 1, 3),
-    (32, 64, 32, 2, 3),
-]
+def conv_geometries(model_name: str, size: int = 32) -> list[tuple[nn.Conv2d, ConvGeometry]]:
+    """Each distinct conv of the model (by geometry) with its input geometry on size x size images."""
+    model = build_model(model_name, 10, 3).eval()
+    found: dict[ConvGeometry, nn.Conv2d] = {}
+
+    def keep(module, inputs, output):
+        found.setdefault(ConvGeometry.of(module, tuple(inputs[0].shape[2:])), module)
+
+    hooks = [m.register_forward_hook(keep) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return [(conv, geometry) for geometry, conv in found.items()]
 
 
-def early_conv_rows(batches: tuple[int, ...] = (64, 256), repeats: int = 3) -> list[str]:
-    """Per conv shape: ms of the grouped call and of a call per sample, and which one albench uses on a CPU."""
-    from torch import nn
-
-    from strategies import gradnorm
-
+def form_rows(model_name: str, batch: int, device: str = "cpu", repeats: int = 3) -> list[dict]:
+    """Per distinct conv: ms of every exact form (interleaved, best of `repeats`), the rule's pick, the fastest,
+    and the picked form's time over the fastest's. On the CPU in 32-sample slices, as the pass runs them."""
     rows = []
-    for batch in batches:
-        for c_in, c_out, size, stride, k in EARLY_CONVS:
-            conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False)
-            a = torch.randn(batch, c_in, size, size)
-            g = torch.randn(batch, c_out, size // stride, size // stride)
-            forms = {
-                "grouped": lambda c=conv, a=a, g=g: (
-                    gradnorm._per_sample_conv_weight_grad(c, a, g, c.padding).square().sum(1)
-                ),
-                "per sample": lambda c=conv, a=a, g=g: gradnorm._per_sample_conv_weight_sq_loop(c, a, g, c.padding),
-            }
-            best = {name: float("inf") for name in forms}
-            for fn in forms.values():
-                fn()
-            for _ in range(repeats):
-                for name, fn in forms.items():
-                    best[name] = min(best[name], _timed(fn))
-            used = "per sample" if conv.weight.numel() >= gradnorm.PER_SAMPLE_CALL_MIN_WEIGHT else "grouped"
-            rows.append(
-                f"| {batch} | {c_in}->{c_out} {k}x{k} s{stride} on {size}x{size} | {conv.weight.numel():,} | "
-                f"{best['grouped'] * 1e3:.1f} | {best['per sample'] * 1e3:.1f} | "
-                f"{best['per sample'] / best['grouped']:.2f} | {used} |"
-            )
+    step = device_model(torch.device(device).type).layer_batch or batch
+    for conv, geometry in conv_geometries(model_name):
+        conv = conv.to(device)
+        a = torch.randn(batch, geometry.c_in, *geometry.in_size, device=device)
+        g = torch.randn(batch, geometry.c_out, *geometry.out_size, device=device)
+        forms = [f for f in CONV_FORMS if f not in GRAM_FORMS or geometry.groups == 1]
+
+        def timed_form(form, conv=conv, a=a, g=g):
+            return lambda: [conv_weight_sq(conv, a[i : i + step], g[i : i + step], form) for i in range(0, batch, step)]
+
+        fns = {form: timed_form(form) for form in forms}
+        best = {form: float("inf") for form in forms}
+        for fn in fns.values():
+            fn()
+        for _ in range(repeats):
+            for form, fn in fns.items():
+                best[form] = min(best[form], _timed(fn))
+        k, (h, w) = "x".join(map(str, geometry.kernel)), geometry.in_size
+        conv_name = f"{geometry.c_in}->{geometry.c_out} {k} s{geometry.stride[0]} on {h}x{w}"
+        picked = choose_conv_form(geometry, min(step, batch), torch.device(device).type)
+        rows.append({"conv": conv_name, "ms": {f: s * 1e3 for f, s in best.items()}, "picked": picked})
     return rows
+
+
+def form_line(row: dict) -> str:
+    """One form_rows row as a markdown row under FORM_HEADER."""
+    ms, picked = row["ms"], row["picked"]
+    fastest = min(ms, key=ms.get)
+    cells = " | ".join(f"{ms[f]:.1f}" if f in ms else "-" for f in CONV_FORMS)
+    return f"| {row['conv']} | {cells} | {picked} | {fastest} | {ms[picked] / ms[fastest]:.2f} |"
+
+
+FORM_HEADER = (
+    "| conv | " + " | ".join(CONV_FORMS) + " | rule picks | fastest | picked / fastest |",
+    "|---|" + "---:|" * len(CONV_FORMS) + "---|---|---:|",
+)
 
 
 def peak_memory_case(model_name: str, n: int, chunk: int, heap: str = "fast") -> dict:
@@ -208,13 +226,12 @@ def main() -> None:
             f"{r['b'] / r['d']:.2f} | {r['max_rel_err']:.1e} |"
         )
     emit("")
-    emit("## Early convs on the CPU: one grouped weight-gradient call against a call per sample (ms, best of 3)")
-    emit("")
-    emit("| batch | conv | weights | grouped | per sample | per sample / grouped | albench uses |")
-    emit("|---:|---|---:|---:|---:|---:|---|")
-    for row in early_conv_rows():
-        emit(row)
-    emit("")
+    for batch in (64, 256):
+        emit(f"## Each exact form of each ResNet-18 conv ({device}, batch {batch}, ms, best of 3)")
+        emit("")
+        for line in (*FORM_HEADER, *map(form_line, form_rows("resnet18", batch))):
+            emit(line)
+        emit("")
     emit(f"## Peak memory of scoring ({args.memory_model}, ent_gradnorm map, chunk = query.score_batch_size)")
     emit("")
     emit("| heap | images | chunk | seconds | images/s | peak RSS MiB | pool images (uint8) MiB | "

@@ -44,7 +44,7 @@ def limit_memory(share: float, device: str | torch.device) -> None:
         torch.cuda.set_per_process_memory_fraction(share, indexed(device))
 
 
-def out_of_memory(error: BaseException, share: float, score_batch_size: int, batch_size: int) -> GpuMemoryError:
+def out_of_memory(error: BaseException, share: float, score_batch_size: int | str, batch_size: int) -> GpuMemoryError:
     """The message of a trial that ran out of GPU memory, naming the settings that fix it."""
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     where = f"its share of the GPU (resources.gpus_per_trial = {share:g})" if share < 1 else "its GPU"

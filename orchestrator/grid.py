@@ -40,7 +40,18 @@ class ResourcesSpec(Frozen):
     # `bounded`: scoring's peak memory is set by score_batch_size alone, at 1.2-2.1x the CPU scoring time
     # (strategies/scoring_heap.py); `fast` lets glibc's heap fragment by some tens of MiB over a long pass.
     scoring_heap: Literal["fast", "bounded"] = "fast"
-    score_batch_size: PositiveInt = SCORE_BATCH_SIZE  # images per scoring chunk: bounds its peak memory
+    # images per scoring chunk: bounds its peak memory. "auto": on a GPU, the chunks after the first as large as
+    # the trial's memory allows (strategies/chunk_sizing.py); on a CPU the default. Off by default: not yet run
+    # on a GPU.
+    score_batch_size: PositiveInt | Literal["auto"] = SCORE_BATCH_SIZE
+
+    @field_validator("score_batch_size", mode="before")
+    @classmethod
+    def _images_or_auto(cls, value: object) -> object:
+        """One message for both halves of the union, not one per half."""
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            return value
+        raise ValueError("Input should be a positive number of images or 'auto'")
 
     @field_validator("gpus_per_trial")
     @classmethod

@@ -189,11 +189,11 @@ def train_trial(config: dict, datasets: dict[str, Dataset]) -> None:
             round0=round0,
             on_round=on_round,
             n_shards=n_shards,
-            score_batch_size=int(config["score_batch_size"]),
+            score_batch_size=config["score_batch_size"],
             map_shards=pool,
         )
     except torch.OutOfMemoryError as error:  # this trial alone fails; its neighbours on the GPU carry on
-        share, chunk = config["bundle"].get("GPU", 1.0), int(config["score_batch_size"])
+        share, chunk = config["bundle"].get("GPU", 1.0), config["score_batch_size"]
         message = out_of_memory(error, share, chunk, spec.train.batch_size)
         tune.report({ALBENCH_ERROR: f"{type(message).__name__}: {message}", "rounds_done": -1})
     except AlbenchError as error:  # deterministic (divergence, a corrupt checkpoint): a retry would fail alike

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -49,7 +50,8 @@ class TrialContext:
     normalize: Normalizer
     n_shards: int = 1
     map_shards: ShardMapper | None = None  # None: every shard in this process; Ray sends them to actors
-    score_batch_size: int = SCORE_BATCH_SIZE  # a mechanic: bounds scoring's peak memory, never changes a pick
+    # a mechanic: bounds scoring's peak memory, never changes a pick; "auto": on a GPU, as large as memory allows
+    score_batch_size: int | Literal["auto"] = SCORE_BATCH_SIZE
     hardware: str = ""  # the device's name, recorded with every round
 
     @classmethod
@@ -75,10 +77,11 @@ class TrialContext:
             self.images[torch.as_tensor(pool_indices)],
             pool_indices,
             self.normalize,
-            self.score_batch_size,
+            SCORE_BATCH_SIZE if self.score_batch_size == "auto" else self.score_batch_size,
             stream_key(self.spec.seed, round_index, "select"),
             self.spec.train.crop_padding if augmented else None,
             nets.auxiliary,
+            grow_chunks=self.score_batch_size == "auto",
         )
 
 
@@ -228,7 +231,7 @@ def run_trial(
     max_rounds: int | None = None,
     n_shards: int = 1,
     map_shards: ShardMapper | None = None,
-    score_batch_size: int = SCORE_BATCH_SIZE,
+    score_batch_size: int | Literal["auto"] = SCORE_BATCH_SIZE,
     round0: Round0Fit | None = None,
 ) -> TrialState:
     """Runs the trial's remaining rounds (from `state` if given); calls on_round(state) after each one.

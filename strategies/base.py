@@ -26,6 +26,7 @@ from torch import nn
 from experiments.errors import DivergedError
 from models.augment import Normalizer
 from models.objective import CROSS_ENTROPY, Objective
+from strategies.chunk_sizing import ChunkSizer
 from strategies.scoring_heap import release_freed_memory
 from strategies.settings import StrategySettings
 from strategies.views import scoring_view
@@ -48,13 +49,19 @@ class ScoringInputs:
     selection_key: int  # this round's 'select' random stream, for seeded tie-breaks and sampling
     augment_padding: int | None = None  # score augmented views (crop padding), None = test-time views
     networks: Mapping[str, nn.Module] = field(default_factory=dict)  # the strategy's own trained networks
+    grow_chunks: bool = False  # on a GPU, chunks after the first as large as memory allows (score_batch_size: auto)
 
     def batches(self):
-        """(positions, normalised float batch) pairs, `batch_size` at a time."""
-        for start in range(0, len(self.pool_indices), self.batch_size):
-            stop = min(start + self.batch_size, len(self.pool_indices))
+        """(positions, normalised float batch) pairs, `batch_size` at a time (or growing: `grow_chunks`)."""
+        sizer = ChunkSizer(self.batch_size, self.grow_chunks, self.images.device)
+        start = 0
+        while start < len(self.pool_indices):
+            stop = min(start + sizer.size, len(self.pool_indices))
+            sizer.begin()
             yield slice(start, stop), scoring_view(self, start, stop)
+            sizer.end(stop - start)
             release_freed_memory()
+            start = stop
 
 
 @dataclass(frozen=True)

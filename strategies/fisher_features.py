@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from strategies.gradnorm import UnsupportedLayerError, _check_supported, _eval_mode, _trainable, logits_of
+from strategies.layer_norms import UnsupportedLayerError, eval_mode_of, logits_of, supported_layers, trainable
 
 Mask = dict[str, torch.Tensor]  # 'layer.param' -> sorted flat int64 indices into that tensor
 LayerFn = Callable[[str, nn.Module, torch.Tensor, torch.Tensor], None]
@@ -46,26 +46,26 @@ def _bn_x_hat(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
 
 def per_sample_grads(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each trainable parameter's per-sample gradient, flattened [B, numel], from input a and output gradient g."""
-    trainable, out = _trainable(module), {}
+    params, out = trainable(module), {}
     b = len(a)
     if isinstance(module, nn.Linear):
         a2, g2 = a.reshape(b, -1, a.shape[-1]), g.reshape(b, -1, g.shape[-1])
-        if "weight" in trainable:
+        if "weight" in params:
             out["weight"] = torch.bmm(g2.transpose(1, 2), a2).reshape(b, -1)
-        if "bias" in trainable:
+        if "bias" in params:
             out["bias"] = g2.sum(1)
         return out
     spatial = tuple(range(2, g.ndim))
     if isinstance(module, nn.Conv2d):
-        if "weight" in trainable:
+        if "weight" in params:
             cols = _unfold(module, a)
             out["weight"] = torch.bmm(g.reshape(b, g.shape[1], -1), cols.transpose(1, 2)).reshape(b, -1)
-        if "bias" in trainable:
+        if "bias" in params:
             out["bias"] = g.sum(spatial)
         return out
-    if "weight" in trainable:
+    if "weight" in params:
         out["weight"] = (g * _bn_x_hat(module, a)).sum(spatial)
-    if "bias" in trainable:
+    if "bias" in params:
         out["bias"] = g.sum(spatial)
     return out
 
@@ -73,7 +73,7 @@ def per_sample_grads(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> dic
 def masked_per_sample_grads(module: nn.Module, a: torch.Tensor, g: torch.Tensor, mask: Mask, name: str) -> list:
     """[(key, [B, k])] per-sample gradient entries at this layer's masked coordinates."""
     out, full = [], None
-    for param in _trainable(module):
+    for param in trainable(module):
         key = f"{name}.{param}"
         index = mask.get(key)
         if index is None or len(index) == 0:
@@ -125,7 +125,7 @@ def _per_class_backwards(
 ) -> None:
     """For c = 0..C-1, `on_class(c)` then one backward of sum_n w_nc log p_nc to the input, whose layer hooks
     call `on_layer` with every layer's (input, output gradient)."""
-    layers = _check_supported(model)
+    layers = supported_layers(model)
     hooks = _Hooks(layers, on_layer)
     x = x.detach().to(next(model.parameters()).dtype).requires_grad_(True)  # the model's precision
     with hooks.attached():
@@ -139,7 +139,7 @@ def _per_class_backwards(
 
 def fisher_diagonal(model: nn.Module, images: torch.Tensor, chunk_size: int = 64) -> dict[str, torch.Tensor]:
     """'layer.param' -> sum over the images and classes of p_c (d log p_c / d theta)^2, shaped like the parameter."""
-    shapes = {f"{n}.{p}": t.shape for n, m in _check_supported(model) for p, t in _trainable(m).items()}
+    shapes = {f"{n}.{p}": t.shape for n, m in supported_layers(model) for p, t in trainable(m).items()}
     totals: dict[str, torch.Tensor] = {}
 
     def on_layer(name, module, a, g) -> None:
@@ -149,7 +149,7 @@ def fisher_diagonal(model: nn.Module, images: torch.Tensor, chunk_size: int = 64
                 squares = grads.square().sum(0)
                 totals[key] = squares if key not in totals else totals[key] + squares
 
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode_of(model), torch.enable_grad():
         for start in range(0, len(images), chunk_size):
             _per_class_backwards(model, images[start : start + chunk_size], on_layer, weight_by_sqrt_p=True)
     return {key: totals[key].reshape(shape) for key, shape in shapes.items() if key in totals}
@@ -169,6 +169,6 @@ def _masked_chunk(model: nn.Module, x: torch.Tensor, mask: Mask) -> torch.Tensor
 
 def masked_log_prob_grads(model: nn.Module, images: torch.Tensor, mask: Mask, chunk_size: int = 64) -> torch.Tensor:
     """V [N, C, K]: d log p_c(x_n) / d theta at the masked coordinates, in `mask`'s key order then index order."""
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode_of(model), torch.enable_grad():
         chunks = [_masked_chunk(model, images[i : i + chunk_size], mask) for i in range(0, len(images), chunk_size)]
     return torch.cat(chunks) if chunks else images.new_zeros((0, 0, sum(len(v) for v in mask.values())))

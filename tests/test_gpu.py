@@ -24,6 +24,7 @@ from models.objective import CROSS_ENTROPY
 from models.training import train_round
 from orchestrator.trial import run_trial
 from strategies.gradnorm import per_sample_grad_norms
+from strategies.layer_norms import CONV_FORMS
 from tests.conftest import REPO, tiny_spec
 from tests.strategies.test_gradnorm import _with_running_stats, reference_loop
 
@@ -56,6 +57,17 @@ def test_fp32_scores_on_cuda_agree_with_float64_on_the_cpu():
     exact = per_sample_grad_norms(model, x)
     on_gpu = per_sample_grad_norms(model.float().cuda(), x.float().cuda()).double().cpu()
     torch.testing.assert_close(on_gpu, exact, rtol=2e-3, atol=0)
+
+
+@pytest.mark.parametrize("conv_form", CONV_FORMS)
+def test_every_conv_form_in_fp32_on_cuda_agrees_with_float64_on_the_cpu(conv_form):
+    """Each exact form forced on every ResNet-18 conv it applies to, within the default choice's tolerance."""
+    torch.manual_seed(0)
+    model = _with_running_stats(build_model("resnet18", 10, 3), (3, 32, 32))
+    x = torch.randn(16, 3, 32, 32, dtype=torch.float64)
+    exact = per_sample_grad_norms(model, x)
+    on_gpu = per_sample_grad_norms(model.float().cuda(), x.float().cuda(), conv_form=conv_form)
+    torch.testing.assert_close(on_gpu.double().cpu(), exact, rtol=2e-3, atol=0)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -194,3 +206,21 @@ def test_the_captured_step_trains_as_eager_does_with_one_graph_per_phase_and_bat
         for key, value in weights.items():
             if value.is_floating_point():
                 torch.testing.assert_close(captured_weights[name][key], value, rtol=5e-2, atol=5e-3, msg=key)
+
+
+def test_auto_scoring_chunks_grow_to_the_memory_and_score_as_fixed_chunks_do():
+    import numpy as np
+
+    from strategies import build_strategy
+    from strategies.base import ScoringInputs
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, 3).cuda().eval()
+    images = torch.randint(0, 256, (3000, 3, 32, 32), dtype=torch.uint8, device="cuda")
+    inputs = ScoringInputs(model, images, np.arange(3000), Normalizer((0.5,) * 3, (0.25,) * 3), 256, 0)
+    grown = ScoringInputs(model, images, np.arange(3000), Normalizer((0.5,) * 3, (0.25,) * 3), 256, 0, grow_chunks=True)
+    sizes = [len(x) for _, x in grown.batches()]
+    assert sizes[0] == 256 and max(sizes) > 256, sizes
+    strategy = build_strategy("ent_gradnorm")
+    fixed, auto = strategy.score(inputs).scores, strategy.score(grown).scores
+    np.testing.assert_allclose(auto, fixed, rtol=1e-4)

@@ -84,7 +84,10 @@ def test_unknown_strategy_names_the_field_value_and_known_set():
         ({"train": {"epochs": "ten"}}, "train.epochs: Input should be a valid integer"),
         ({"train": {"lr_milestones": [10, "x"]}}, "train.lr_milestones.1: Input should be a valid integer"),
         ({"train": {"precision": "fp16"}}, "train.precision: Input should be 'fp32' or 'bf16'"),
-        ({"resources": {"score_batch_size": 0}}, "resources.score_batch_size: Input should be greater than 0"),
+        (
+            {"resources": {"score_batch_size": 0}},
+            "resources.score_batch_size: Input should be a positive number of images or 'auto' (got 0)",
+        ),
         (
             {"resources": {"gpus_per_trial": 1.5}},
             "resources.gpus_per_trial: 1.5 GPUs per trial cannot be scheduled: a trial takes a share of one GPU "

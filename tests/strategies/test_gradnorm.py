@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import build_model
-from strategies import gradnorm
 from strategies.gradnorm import UnsupportedLayerError, per_sample_grad_norms
+from strategies.layer_norms import CONV_FORMS
 
 
 def reference_loop(model, x, loss="entropy", aggregate="layer_sum"):
@@ -109,14 +109,24 @@ def test_generic_model_in_place_ops_tuple_output_frozen_and_grouped_layers():
     torch.testing.assert_close(per_sample_grad_norms(model, x), reference_loop(model, x), rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize("min_weight", [0, 10**12], ids=["a call per sample", "one grouped call"])
-def test_both_cpu_forms_of_the_early_conv_gradients_agree_with_the_loop(monkeypatch, min_weight):
-    """The CPU picks a form per conv by its weight count; each form is exact on 'same', strided, grouped convs."""
-    monkeypatch.setattr(gradnorm, "PER_SAMPLE_CALL_MIN_WEIGHT", min_weight)
+@pytest.mark.parametrize("conv_form", CONV_FORMS)
+def test_every_conv_form_agrees_with_the_loop_on_a_whole_model(conv_form):
+    """Each form, forced on every conv it applies to ('same', strided, grouped), against the one-sample loop."""
     torch.manual_seed(2)
     model = _with_running_stats(InPlaceNet(), (3, 9, 9))
     x = torch.randn(5, 3, 9, 9, dtype=torch.float64)
-    torch.testing.assert_close(per_sample_grad_norms(model, x), reference_loop(model, x), rtol=1e-6, atol=0)
+    got = per_sample_grad_norms(model, x, conv_form=conv_form)
+    torch.testing.assert_close(got, reference_loop(model, x), rtol=1e-6, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("conv_form", ["gram_shift", "per_sample_grouped"])
+def test_resnet18_in_a_forced_form_agrees_with_the_loop(conv_form):
+    torch.manual_seed(0)
+    model = _with_running_stats(build_model("resnet18", 10, 3), (3, 32, 32))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    got = per_sample_grad_norms(model, x, conv_form=conv_form)
+    torch.testing.assert_close(got, reference_loop(model, x), rtol=1e-4, atol=0)
 
 
 def test_leaves_parameters_buffers_modes_and_grads_untouched_even_under_no_grad():
