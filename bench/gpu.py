@@ -107,7 +107,7 @@ def gpu_tests(table: Table) -> None:
 
 
 def gradnorm_bench(table: Table, batch: int, loop: int) -> None:
-    from bench.gradnorm import form_rows, throughput_rows
+    from bench.gradnorm import form_rows, profile_rows, throughput_rows
 
     r = throughput_rows("resnet18", batch, loop, repeats=5, device="cuda")
     part = f"grad norms (ResNet-18, 32x32, batch {batch}, fp32)"
@@ -124,6 +124,9 @@ def gradnorm_bench(table: Table, batch: int, loop: int) -> None:
         fastest = min(ms, key=ms.get)
         cells = ", ".join(f"{form} {seconds:.2f}" for form, seconds in ms.items())
         table.add(forms, row["conv"], f"{cells}; picks {row['picked']}, fastest {fastest}", "picked = fastest")
+    profiled = f"grad norm profile (ResNet-18, batch {batch}: the top CUDA kernels of one pass)"
+    for name, ms, calls in profile_rows("resnet18", batch, "cuda"):
+        table.add(profiled, name[:60], f"{ms:.2f} ms in {calls} calls")
 
 
 def training_bench(table: Table, data_root: Path, labeled: int, epochs: int) -> float:

@@ -163,6 +163,26 @@ def form_line(row: dict) -> str:
     return f"| {row['conv']} | {cells} | {picked} | {fastest} | {ms[picked] / ms[fastest]:.2f} |"
 
 
+def profile_rows(model_name: str, batch: int, device: str = "cpu", top: int = 12) -> list[tuple[str, float, int]]:
+    """One scoring pass under torch.profiler: the `top` operators by their own time on the device (CUDA kernels'
+    time on a GPU, CPU time on a CPU), as (operator, ms, calls)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = build_model(model_name, 10, 3).eval().to(device)
+    x = _normalise(_images(batch)).to(device)
+    per_sample_grad_norms(model, x)  # warm-up
+    cuda = torch.device(device).type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as prof:
+        per_sample_grad_norms(model, x)
+        if cuda:
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
+    return [(e.key, getattr(e, key) / 1e3, e.count) for e in events]
+
+
 FORM_HEADER = (
     "| conv | " + " | ".join(CONV_FORMS) + " | rule picks | fastest | picked / fastest |",
     "|---|" + "---:|" * len(CONV_FORMS) + "---|---|---:|",
@@ -225,6 +245,13 @@ def main() -> None:
             f"| {name} | {r['a']:.1f} | {r['b']:.1f} | {r['c']:.1f} | {r['d']:.1f} | {r['b'] / r['a']:.2f} | "
             f"{r['b'] / r['d']:.2f} | {r['max_rel_err']:.1e} |"
         )
+    emit("")
+    emit(f"## Where a ResNet-18 scoring pass spends its time ({device}, batch {args.batch}, torch.profiler)")
+    emit("")
+    emit("| operator | self ms | calls |")
+    emit("|---|---:|---:|")
+    for name, ms, calls in profile_rows("resnet18", args.batch):
+        emit(f"| {name} | {ms:.1f} | {calls} |")
     emit("")
     for batch in (64, 256):
         emit(f"## Each exact form of each ResNet-18 conv ({device}, batch {batch}, ms, best of 3)")
