@@ -15,8 +15,11 @@ expected seconds, measured on an H200, are in EXPECTED_S; a part that no longer 
   check: the cross-entropy strategies of that seed form one round-0 group, whose round-0 rows must be identical;
 - packing: a ResNet-18 grid of 4 trials at 1 and at 4 trials per GPU through Ray, with the share of the wall
   time that is not the trials' own work (start-up, Tune, checkpoints) at 1 per GPU;
+- fusion (`--parts fusion`, not in the default budget): 4 cross-entropy ResNet-18 trials 1 per GPU, 4 per GPU
+  packed without and with NVIDIA MPS (a daemon of its own, where the machine can start one), fused in a group of
+  4, and 8 trials fused in a group of 8 (`resources.fuse`), as throughput over 1 per GPU;
 - the projection: the paper CIFAR-10 grid's GPU-hours from the fastest measured fp32 training throughput
-  (`albench plan --train-ips`).
+  (`albench plan --train-ips`), and divided by each speed-up the fusion part measured.
 Without CUDA it runs what needs none (the test collection, the plan's counts) and names what it skipped. It
 measures and reports; the pass/fail assertions are the tests'. The GPU machine has no MLflow: every grid here runs
 with `--tracking-uri none`.
@@ -40,7 +43,7 @@ import numpy as np
 import torch
 
 from bench.environment import CIFAR10_SUBSET, machine_header, write_result
-from bench.gpu_grids import packing_bench, strategies_bench
+from bench.gpu_grids import fusion_bench, packing_bench, strategies_bench
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_GRID = REPO / "experiments" / "grids" / "paper" / "cifar10.yaml"
@@ -48,7 +51,16 @@ TARGETS = {"b/a": 100.0, "b/d": 0.6, "train": 20.0}  # grad-norm targets: issue 
 # seconds each part took on one H200 (bench/results/gpu.md: 37, 4, 10, 46, 330-336, 6), with a margin: what the
 # budget plans with; "training" doubles its 15 s for the two captured paths, "grad norms" adds 15 s for the
 # per-form table of every ResNet-18 conv (6 forms x 11 convs x 4 timings); neither addition is measured yet
-EXPECTED_S = {"gpu tests": 45, "grad norms": 25, "training": 30, "strategies": 55, "packing": 340, "projection": 10}
+EXPECTED_S = {
+    "gpu tests": 45,
+    "grad norms": 25,
+    "training": 30,
+    "strategies": 55,
+    "packing": 340,
+    # not yet run on a GPU: five grids of the packing part's size (340 s for two), a budget gate, not a figure
+    "fusion": 850,
+    "projection": 10,
+}
 
 
 class Table:
@@ -157,7 +169,9 @@ def training_bench(table: Table, data_root: Path, labeled: int, epochs: int) -> 
     return max(rates["albench"][0], rates["albench-captured"][0])
 
 
-def projection(table: Table, train_ips: float | None) -> None:
+def projection(table: Table, train_ips: float | None, speedups: dict[str, float] | None = None) -> None:
+    """The paper grid's counts, its GPU-hours at one trial per GPU from a measured training throughput, and those
+    hours divided by each packing or fusion speed-up the fusion part measured."""
     command = [sys.executable, "-m", "orchestrator.cli", "plan", str(PAPER_GRID)]
     if train_ips:
         command += ["--train-ips", f"{train_ips:.0f}"]
@@ -167,6 +181,12 @@ def projection(table: Table, train_ips: float | None) -> None:
     table.add("paper CIFAR-10 grid", "trials / rounds / training image-passes", " / ".join(fields[1:4]))
     if train_ips:
         table.add("paper CIFAR-10 grid", f"training GPU-hours at the measured {train_ips:,.0f} images/s", fields[-1])
+        hours = float(fields[-1].replace(",", ""))
+        for name, ratio in (speedups or {}).items():
+            if name != "1 per GPU":
+                table.add(
+                    "paper CIFAR-10 grid", f"training GPU-hours, {name} ({ratio:.2f}x)", f"{hours / ratio:.1f}", "<= 7"
+                )
     else:
         table.skip("projection", "GPU-hours need a GPU's measured training throughput")
 
@@ -233,7 +253,8 @@ def main() -> None:
     print(f"GPU: {gpu_header()}", flush=True)
     budget.run("gpu tests", lambda: gpu_tests(table))
     train_ips = None
-    needs_data = ("training", "strategies", "packing")
+    needs_data = ("training", "strategies", "packing", "fusion")
+    speedups = None
     if not cuda:
         for part in ("grad norms", *needs_data):
             table.skip(part, "needs a CUDA device")
@@ -249,7 +270,8 @@ def main() -> None:
                 table.skip("packing", "Ray is not installed (GPU.md: carry its wheel)")
             else:
                 budget.run("packing", lambda: packing_bench(table, args.data_root, args.packing_epochs))
-    budget.run("projection", lambda: projection(table, train_ips or args.train_ips), always=True)
+                speedups = budget.run("fusion", lambda: fusion_bench(table, args.data_root, args.packing_epochs))
+    budget.run("projection", lambda: projection(table, train_ips or args.train_ips, speedups), always=True)
     print()
     print(table.markdown())
     print(f"\nwrote {write(table, args.also_write)}")

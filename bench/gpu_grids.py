@@ -4,10 +4,14 @@ Parquet rows back."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,3 +131,80 @@ def packing_bench(table: Table, data_root: Path, epochs: int, model: str = "resn
     table.add(
         part, "4 per GPU: throughput / 1 per GPU", f"{walls[1] / walls[0.25]:.2f}x", f">= {TARGETS['packing']:g}x"
     )
+
+
+FUSION_GRID = """\
+name: gpu-fusion
+datasets: [cifar10]
+model: {model}
+regimes: {{r: {{initial: 1000, query: 1000, subset: 2000, budget: 3000}}}}
+strategies: [entropy, margin, least_confidence, random]
+seeds: {seeds}
+train: {{epochs: {epochs}, batch_size: 128}}
+resources: {{gpus_per_trial: {share}, cpus_per_trial: 2, fuse: {fuse}}}
+"""
+
+
+@contextlib.contextmanager
+def mps_daemon(folder: Path):
+    """An NVIDIA MPS control daemon of our own (pipe and log in `folder`) for the grids run inside, or None where
+    this machine cannot start one. Its Ray workers inherit CUDA_MPS_PIPE_DIRECTORY, so their CUDA contexts are
+    MPS clients; the daemon is stopped by its own `quit` command, never by a kill of processes we did not start."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None:
+        yield None
+        return
+    env = {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(folder / "log")}
+    (folder / "pipe").mkdir(parents=True, exist_ok=True)
+    (folder / "log").mkdir(parents=True, exist_ok=True)
+    started = subprocess.run([control, "-d"], env=env, capture_output=True, text=True)
+    if started.returncode != 0:
+        yield None
+        return
+    saved = {k: os.environ.get(k) for k in ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")}
+    os.environ.update({k: env[k] for k in saved})
+    try:
+        yield env
+    finally:
+        subprocess.run([control], input="quit\n", env=env, capture_output=True, text=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def fusion_bench(table: Table, data_root: Path, epochs: int, model: str = "resnet18") -> dict[str, float]:
+    """Throughput (trials per hour of one GPU) of the same cross-entropy trials run 1 per GPU, 4 per GPU packed
+    (with and, where it can start, without MPS), and fused in groups of 4 and of 8; each as a grid through Ray in
+    a fresh results folder. Returns each setting's throughput over 1 per GPU."""
+    part = f"fusion ({model}, trials of 1000 -> 3000 labels, {epochs} epochs, 1 GPU)"
+    settings = [  # name, seeds, share, fuse, under MPS
+        ("1 per GPU", [0], 1, 1, False),
+        ("4 per GPU packed", [0], 0.25, 1, False),
+        ("4 per GPU packed, MPS", [0], 0.25, 1, True),
+        ("fused 4", [0], 1, 4, False),
+        ("fused 8", [0, 1], 1, 8, False),
+    ]
+    rates: dict[str, float] = {}
+    for name, seeds, share, fuse, mps in settings:
+        with tempfile.TemporaryDirectory() as folder, mps_daemon(Path(folder) / "mps") if mps else nullcontext() as env:
+            if mps and env is None:
+                table.skip(f"{part}: {name}", "this machine cannot start an MPS control daemon")
+                continue
+            text = FUSION_GRID.format(model=model, seeds=seeds, epochs=epochs, share=share, fuse=fuse)
+            wall, done = run_grid(text, Path(folder), data_root)
+            if done.returncode != 0:
+                table.add(part, name, _failure(done))
+                continue
+            rows = pd.read_parquet(Path(folder) / "results" / "rounds")
+            trials = rows["trial_id"].nunique()
+            rates[name] = trials / wall
+            recorded = "on" if rows["mps"].fillna(False).all() else "off"
+            table.add(part, f"{name}: {trials} trials, grid wall s (MPS recorded: {recorded})", f"{wall:.0f}")
+    base = rates.get("1 per GPU")
+    ratios = {name: rate / base for name, rate in rates.items()} if base else {}
+    for name, ratio in ratios.items():
+        if name != "1 per GPU":
+            table.add(part, f"{name}: throughput / 1 per GPU", f"{ratio:.2f}x", f">= {TARGETS['packing']:g}x")
+    return ratios

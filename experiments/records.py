@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 TIMING_FIELDS = ("train_seconds", "eval_seconds", "query_seconds")
-PROVENANCE_FIELDS = ("git_sha", "device", "round0_group")
+PROVENANCE_FIELDS = ("git_sha", "device", "round0_group", "fused_with", "mps")
 GPU_FIELDS = ("gpu_peak_allocated_mib", "gpu_peak_reserved_mib", "gpu_utilization")  # measured, like timings
 
 
@@ -35,6 +35,10 @@ class RoundRecord:
     # round 0 only: the key of the round-0 group whose one fit this trial started from (orchestrator/round0.py);
     # None where the trial trained its round 0 itself (albench before round-0 groups)
     round0_group: str | None = None
+    # how many trials' fits this round's fit was fused with, itself included (orchestrator/group.py); None: alone
+    fused_with: int | None = None
+    # whether NVIDIA MPS served the trial's GPU (orchestrator/gpu.py `mps_active`); None on a CPU
+    mps: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

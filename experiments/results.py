@@ -58,6 +58,9 @@ SCHEMA = pa.schema(
         # round 0: the round-0 group whose one fit the trial started from (orchestrator/round0.py); null where the
         # trial trained its round 0 itself (before round-0 groups) and in later rounds
         ("round0_group", pa.string()),
+        # the members of the round's fused fit, itself included (orchestrator/group.py); null: trained alone
+        ("fused_with", pa.int64()),
+        ("mps", pa.bool_()),  # NVIDIA MPS served the trial's GPU; null on a CPU
         ("git_sha", pa.string()),
         ("spec_version", pa.int64()),
         ("spec", pa.string()),

@@ -12,6 +12,7 @@ import numpy as np
 
 from experiments.specs import TrialSpec
 from orchestrator.grid import Grid
+from orchestrator.group import fused_groups
 from orchestrator.round0 import round0_groups
 from strategies import build_strategy
 
@@ -67,6 +68,26 @@ def round0_saving(grid: Grid) -> tuple[int, int]:
     return len(groups), saved
 
 
+SHOWN_GROUPS = 20
+
+
+def fused_lines(grid: Grid) -> list[str]:
+    """The fused groups a run would form (`resources.fuse`, orchestrator/group.py), each with its members."""
+    fuse = grid.resources.fuse
+    if fuse == 1:
+        return []
+    groups = fused_groups(grid.trials(), fuse)
+    lines = [
+        f"fused (resources.fuse: {fuse}): {len(groups)} groups for {sum(map(len, groups))} trials, each group "
+        "trains as one (before a run, its complete trials drop out of their groups)"
+    ]
+    for i, group in enumerate(groups[:SHOWN_GROUPS], 1):
+        lines.append(f"  group {i}: {' + '.join(spec.label for spec in group)}")
+    if len(groups) > SHOWN_GROUPS:
+        lines.append(f"  ... and {len(groups) - SHOWN_GROUPS} more groups")
+    return lines
+
+
 def format_cost(grid: Grid, train_images_per_second: float | None = None) -> str:
     """The plan's table: per strategy as if its trials ran alone; the total trains each round-0 group once."""
     rows = grid_cost(grid)
@@ -94,6 +115,7 @@ def format_cost(grid: Grid, train_images_per_second: float | None = None) -> str
         f"round 0 is trained once per group ({n_groups} groups for {total.trials} trials): the total trains "
         f"{saved:,} image-passes fewer than the strategies' rows add up to ({saved / max(alone, 1):.1%})"
     )
+    lines += fused_lines(grid)
     if not any(t.regime.subset for t in grid.trials()):
         lines.append("(a regime without subset scores the whole unlabeled pool: not counted above)")
     return "\n".join(lines)

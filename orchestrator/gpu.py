@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -123,3 +124,21 @@ def nvml_readable(device: torch.device) -> bool:
     except Exception:  # no pynvml, no driver library, or a device NVML cannot see (MIG, some containers)
         return False
     return True
+
+
+def mps_pipe_directory() -> Path:
+    """Where CUDA clients look for the MPS control daemon (NVIDIA's MPS guide: CUDA_MPS_PIPE_DIRECTORY, by default
+    /tmp/nvidia-mps)."""
+    return Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"))
+
+
+def mps_daemon_listening() -> bool:
+    """Whether an MPS control daemon has its pipe where this process's CUDA clients look: then every CUDA context
+    this process creates is an MPS client, and the kernels of trials packed on one GPU can run at the same time."""
+    control = mps_pipe_directory() / "control"
+    return control.exists() and not control.is_file()
+
+
+def mps_active(device: str | torch.device) -> bool | None:
+    """MPS on this trial's GPU, for its records and run header; None on a CPU (MPS does not apply)."""
+    return mps_daemon_listening() if torch.device(device).type == "cuda" else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -44,6 +44,19 @@ class ResourcesSpec(Frozen):
     # the trial's memory allows (strategies/chunk_sizing.py); on a CPU the default. Off by default: not yet run
     # on a GPU.
     score_batch_size: PositiveInt | Literal["auto"] = SCORE_BATCH_SIZE
+    # trials per fused group: up to `fuse` trials that train alike (same data, model, schedule, objective and
+    # labeled counts) train as one, their networks stacked (orchestrator/group.py), in one actor with one trial's
+    # resources. 1: every trial alone. Not yet run on a GPU: off by default.
+    fuse: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _fuse_without_shards(self) -> Self:
+        if self.fuse > 1 and self.scoring_shards > 1:
+            raise ValueError(
+                f"fuse: {self.fuse} with scoring_shards: {self.scoring_shards} is not supported: a fused group "
+                "scores in its own actor. Set fuse: 1 to shard scoring, or scoring_shards: 1 to fuse"
+            )
+        return self
 
     @field_validator("score_batch_size", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from orchestrator.bookkeeper import Bookkeeper, Planned
 from orchestrator.checkpoint import load_checkpoint, load_fit, save_checkpoint, save_fit
 from orchestrator.gpu import out_of_memory
 from orchestrator.grid import Grid
+from orchestrator.group import fused_groups, run_group
 from orchestrator.inputs import dataset_key, inputs_of, load_datasets, save_labels, save_splits
 from orchestrator.ledger import TrialEntry
 from orchestrator.provenance import device_name
@@ -79,6 +80,63 @@ def run_planned(
         raise out_of_memory(error, 1.0, grid.resources.score_batch_size, spec.train.batch_size) from None
 
 
+def run_planned_group(
+    items: list[Planned],
+    dataset,
+    keeper: Bookkeeper,
+    grid: Grid,
+    device: str,
+    report: Callable[[str], None],
+    round0s: dict[str, Round0Fit | None],
+) -> dict[str, TrialState]:
+    """Runs a fused group (`resources.fuse`, orchestrator/group.py), each member from its ledger checkpoint; after
+    every step of the group: each advanced member's checkpoint, then the bookkeeper. A member that fails is filed
+    as failed at once; the others go on."""
+    by_id = {item.spec.trial_id: item for item in items}
+    states = {}
+    for item in items:
+        previous = keeper.checkpoint_of(item.entry)
+        states[item.spec.trial_id] = (
+            load_checkpoint(previous, item.spec.trial_id, item.entry.legacy_id) if previous else None
+        )
+    hardware = device_name(device)
+
+    def on_step(advanced: list[TrialState]) -> None:
+        for current in advanced:
+            item = by_id[current.trial_id]
+            current.extra.update(device=hardware, mlflow_run_id=item.entry.mlflow_run_id or "")
+            folder = (keeper.results / CHECKPOINTS_DIR / current.trial_id).resolve()
+            save_checkpoint(current, folder)
+            keeper.record(item, str(folder), current.records, current.extra)
+        r = advanced[0].records[-1]
+        how = f"fused {r.fused_with}" if r.fused_with else "from round-0 fits" if r.round0_group else "alone"
+        accuracies = ", ".join(f"{s.records[-1].test_accuracy:.3f}" for s in advanced)
+        report(
+            f"    round {r.round + 1}/{items[0].entry.n_rounds}: {len(advanced)} trained {how}, accuracy {accuracies}"
+        )
+
+    def on_failed(trial_id: str, error: AlbenchError) -> None:
+        keeper.fail(by_id[trial_id], f"{type(error).__name__}: {error}")
+        report(f"    {by_id[trial_id].spec.label}: FAILED, leaves its group: {error}")
+
+    for item in items:
+        keeper.start(item)
+    try:
+        return run_group(
+            [item.spec for item in items],
+            dataset,
+            device=device,
+            states=states,
+            round0s=round0s,
+            on_step=on_step,
+            on_failed=on_failed,
+            score_batch_size=grid.resources.score_batch_size,
+        )
+    except torch.OutOfMemoryError as error:  # the group fails together; the next one may fit
+        spec = items[0].spec
+        raise out_of_memory(error, 1.0, grid.resources.score_batch_size, spec.train.batch_size) from None
+
+
 def run_grid_locally(
     grid: Grid,
     keeper: Bookkeeper,
@@ -110,6 +168,9 @@ def _run_all(grid, keeper, data_root, device, report, round_progress, set_aside_
     quiet = lambda line: None  # noqa: E731
     fits = Round0Fits(keeper, round0_groups(specs), datasets, device, report)
     try:
+        if grid.resources.fuse > 1:
+            _run_fused(planned, grid, datasets, keeper, device, fits, report)
+            return [item.entry for item in planned]
         for i, item in enumerate(planned, 1):
             prefix = f"[{i}/{len(planned)}] {item.spec.label}"
             if item.complete:
@@ -135,6 +196,32 @@ def _run_all(grid, keeper, data_root, device, report, round_progress, set_aside_
     finally:
         keeper.release(planned)  # interrupted (Ctrl-C, an error): nothing stays marked running
     return [item.entry for item in planned]
+
+
+def _run_fused(planned: list[Planned], grid: Grid, datasets, keeper: Bookkeeper, device: str, fits, report) -> None:
+    """The pending trials in fused groups of up to `resources.fuse`, one group after another."""
+    pending = {item.spec.trial_id: item for item in planned if not item.complete}
+    report(f"{len(planned) - len(pending)} of {len(planned)} trials already complete")
+    groups = fused_groups([item.spec for item in pending.values()], grid.resources.fuse)
+    for i, specs in enumerate(groups, 1):
+        items = [pending[spec.trial_id] for spec in specs]
+        report(f"[group {i}/{len(groups)}] {' + '.join(item.spec.label for item in items)}: running")
+        start = time.perf_counter()
+        try:
+            round0s = {
+                item.spec.trial_id: fits.of(item.spec) if item.entry.rounds_done == 0 else None for item in items
+            }
+            dataset = datasets[dataset_key(specs[0])]
+            run_planned_group(items, dataset, keeper, grid, device, report, round0s)
+        except AlbenchError as error:  # the whole group: a round-0 fit, a checkpoint, memory
+            for item in items:
+                if item.entry.status != "failed":
+                    keeper.fail(item, f"{type(error).__name__}: {error}")
+            report(f"[group {i}/{len(groups)}]: FAILED: {error}")
+            continue
+        for item in items:
+            keeper.finish(item)
+        report(f"[group {i}/{len(groups)}]: done ({time.perf_counter() - start:.1f} s)")
 
 
 class Round0Fits:

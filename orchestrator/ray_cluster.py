@@ -3,6 +3,7 @@ checkpoints and errors, and the Tune callback that hands every trial event to th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -12,11 +13,12 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from orchestrator.bookkeeper import Bookkeeper, Planned
-from orchestrator.checkpoint import read_records
+from orchestrator.checkpoint import checkpoint_exists, read_records
 from orchestrator.gpu import limit_memory
 from orchestrator.progress import Progress
 
 ALBENCH_ERROR = "albench_error"  # a result key: the trial stopped on a user error (no retry can fix it)
+MEMBER_ERRORS = "albench_member_errors"  # a fused group's result key: JSON {trial id: error} of members that left
 
 
 def checkpoint_uri(checkpoint) -> str:
@@ -40,40 +42,60 @@ def make_callback(planned: dict[str, Planned], keeper: Bookkeeper, progress: Pro
     from ray import tune
 
     class GridCallback(tune.Callback):
-        """Driver-side: hands each trial's checkpoints and status changes to the bookkeeper."""
+        """Driver-side: hands each trial's checkpoints and status changes to the bookkeeper. A Tune trial is one
+        albench trial, or a fused group (`orchestrator.ray_group`) whose checkpoint holds a folder per member."""
 
-        def _item(self, trial) -> Planned:
-            return planned[trial.config["trial"]["trial_id"]]
+        def _items(self, trial) -> list[Planned]:
+            config = trial.config["trial"]
+            if "members" in config:
+                return [planned[m["trial_id"]] for m in config["members"]]
+            return [planned[config["trial_id"]]]
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            keeper.start(self._item(trial))
+            for item in self._items(trial):
+                keeper.start(item)
             progress.maybe_print(force=True)
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-            item = self._item(trial)
-            uri = checkpoint_uri(checkpoint)
-            records, extra = read_records(uri, item.spec.trial_id)
-            keeper.record(item, uri, records, extra)
+            uri, fused = checkpoint_uri(checkpoint), "members" in trial.config["trial"]
+            for item in self._items(trial):
+                where = f"{uri.rstrip('/')}/{item.spec.trial_id}" if fused else uri
+                if fused and not checkpoint_exists(where):  # a member that has not finished a round yet
+                    continue
+                records, extra = read_records(where, item.spec.trial_id)
+                keeper.record(item, where, records, extra)
             progress.maybe_print()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get(ALBENCH_ERROR):
-                keeper.fail(self._item(trial), result[ALBENCH_ERROR])
+                keeper.fail(self._items(trial)[0], result[ALBENCH_ERROR])
+            if result.get(MEMBER_ERRORS):
+                errors = json.loads(result[MEMBER_ERRORS])
+                for item in self._items(trial):
+                    if item.spec.trial_id in errors and not item.complete:
+                        keeper.fail(item, errors[item.spec.trial_id])
+                        report(f"{item.spec.label}: FAILED, leaves its fused group: {item.entry.error}")
 
         def on_trial_recover(self, iteration, trials, trial, **info):
-            item = self._item(trial)
-            report(f"{item.spec.label}: failed ({error_of(trial)}); retrying from round {item.entry.rounds_done + 1}")
+            for item in self._items(trial):
+                rounds = item.entry.rounds_done
+                report(f"{item.spec.label}: failed ({error_of(trial)}); retrying from round {rounds + 1}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            item = self._item(trial)
-            keeper.finish(item)
-            report(f"{item.spec.label}: {item.entry.status} ({item.entry.rounds_done}/{item.entry.n_rounds} rounds)")
+            for item in self._items(trial):
+                keeper.finish(item)
+                report(
+                    f"{item.spec.label}: {item.entry.status} ({item.entry.rounds_done}/{item.entry.n_rounds} rounds)"
+                )
             progress.maybe_print(force=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            item = self._item(trial)
-            keeper.fail(item, error_of(trial))
-            report(f"{item.spec.label}: FAILED: {item.entry.error}")
+            for item in self._items(trial):
+                if item.complete or item.entry.status == "failed":
+                    keeper.finish(item)  # done before the error, or already failed with its own
+                    continue
+                keeper.fail(item, error_of(trial))
+                report(f"{item.spec.label}: FAILED: {item.entry.error}")
             progress.maybe_print(force=True)
 
         def on_step_begin(self, iteration, trials, **info):

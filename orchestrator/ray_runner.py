@@ -22,17 +22,19 @@ from ray import tune
 from experiments.datasets import Dataset
 from experiments.errors import AlbenchError
 from experiments.specs import TrialSpec
-from orchestrator.bookkeeper import Bookkeeper
+from orchestrator.bookkeeper import Bookkeeper, Planned
 from orchestrator.checkpoint import load_checkpoint, load_fit, write_checkpoint_dir
 from orchestrator.cost import trial_work
 from orchestrator.gpu import out_of_memory
 from orchestrator.grid import Grid
+from orchestrator.group import fused_groups
 from orchestrator.inputs import dataset_key, inputs_of, load_datasets, save_labels, save_splits
 from orchestrator.ledger import TrialEntry
 from orchestrator.placement import check_placement, reported_resources, shortfall, trial_bundle
 from orchestrator.progress import Progress
 from orchestrator.provenance import device_name
 from orchestrator.ray_cluster import ALBENCH_ERROR, claim_device, connect, make_callback, run_config
+from orchestrator.ray_group import group_config, train_group
 from orchestrator.ray_round0 import fit_round0_groups
 from orchestrator.records import TrialState
 from orchestrator.round0 import round0_key
@@ -81,9 +83,6 @@ def run_grid_on_ray(
     pending = fit_round0_groups(grid, keeper, pending, keys, used, bundle, storage, max_failures, report)
     if not pending:
         return entries
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, datasets=used), tune.PlacementGroupFactory([bundle] * n_shards)
-    )
     configs = [
         {
             "trial_id": p.spec.trial_id,
@@ -101,13 +100,26 @@ def run_grid_on_ray(
         }
         for p in pending
     ]
+    run_one = train_trial
+    if grid.resources.fuse > 1:  # one Tune trial per fused group (orchestrator/ray_group.py)
+        by_id = {c["trial_id"]: c for c in configs}
+        shared = {k: configs[0][k] for k in ("scoring_heap", "score_batch_size", "bundle")}
+        groups = fused_groups([p.spec for p in pending], grid.resources.fuse)
+        configs = [
+            group_config([planned[s.trial_id] for s in g], [by_id[s.trial_id] for s in g], shared) for g in groups
+        ]
+        report(f"fused: {len(pending)} trials in {len(groups)} groups of up to {grid.resources.fuse}")
+        run_one = train_group
+    trainable = tune.with_resources(
+        tune.with_parameters(run_one, datasets=used), tune.PlacementGroupFactory([bundle] * n_shards)
+    )
     waiting = (lambda: shortfall(bundle, n_shards, ray.cluster_resources())) if stalled else None
     progress = Progress(entries, report, waiting=waiting)
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(configs)},
         tune_config=tune.TuneConfig(
-            trial_name_creator=lambda t: planned[t.config["trial"]["trial_id"]].spec.label.replace("/", "-"),
+            trial_name_creator=_trial_name(planned),
             trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
             reuse_actors=True,  # a finished trial's actor takes the next one: no new process, no torch import
         ),
@@ -119,6 +131,18 @@ def run_grid_on_ray(
         keeper.release(pending)  # interrupted before its last round: pending again for the next run
     progress.maybe_print(force=True)
     return entries
+
+
+def _trial_name(planned: dict[str, Planned]):
+    """Tune's name of a trial: the albench trial's label, or a fused group's first member's and how many more."""
+
+    def name(trial) -> str:
+        config = trial.config["trial"]
+        ids = [m["trial_id"] for m in config["members"]] if "members" in config else [config["trial_id"]]
+        label = planned[ids[0]].spec.label.replace("/", "-")
+        return label if len(ids) == 1 else f"fused-{label}+{len(ids) - 1}"
+
+    return name
 
 
 # -- the trainable: one trial in one Ray actor, reporting a checkpoint after every round

@@ -220,7 +220,7 @@ class Tracker:
 
     def log_rounds(self, run_id: str, records: list[RoundRecord]) -> int:
         """Logs the rounds not yet in the run (metric step = n_labeled); returns how many were new."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         if run_id not in self._logged:  # once per run: the driver is its only writer, so a cache stays true
             self._logged[run_id] = {m.step for m in self.client.get_metric_history(run_id, "test_accuracy")}
@@ -233,6 +233,15 @@ class Tracker:
             if getattr(r, name) is not None  # GPU use on a CPU; train_accuracy of rounds from before it was kept
         ]
         metrics += [Metric("round", float(r.round), 0, r.n_labeled) for r in new]
+        if new:  # the run's header: how its latest round ran (on a GPU: whether MPS served it; fused with how many)
+            latest = new[-1]
+            header = {
+                "mps": None if latest.mps is None else ("on" if latest.mps else "off"),
+                "fused_with": latest.fused_with,
+            }
+            tags = [RunTag(k, str(v)) for k, v in header.items() if v is not None]
+            if tags:
+                self.client.log_batch(run_id, tags=tags)
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
         logged.update(r.n_labeled for r in new)

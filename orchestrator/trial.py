@@ -27,7 +27,7 @@ from models.augment import Normalizer
 from models.evaluation import evaluate
 from models.networks import Networks, Weights
 from models.training import train_round
-from orchestrator.gpu import GpuMeter, set_deterministic
+from orchestrator.gpu import GpuMeter, mps_active, set_deterministic
 from orchestrator.provenance import device_name, git_sha
 from orchestrator.query import ShardMapper, draw_subset, map_shards_locally, query
 from orchestrator.records import Fit, Round0Fit, TrialState
@@ -69,6 +69,11 @@ class TrialContext:
             **options,
             hardware=device_name(device),
         )
+
+    def sharing(self, spec: TrialSpec, dataset: Dataset) -> TrialContext:
+        """Another trial's context on the same device-resident dataset (a fused group uploads it once)."""
+        check_budget_fits(spec, dataset)
+        return replace(self, spec=spec, strategy=build_strategy(spec.strategy))
 
     def scoring_inputs(self, nets: Networks, pool_indices: np.ndarray, round_index: int) -> ScoringInputs:
         augmented = self.spec.scoring.score_augmented and self.spec.train.augment
@@ -126,6 +131,7 @@ def run_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int, fitt
         gpu_peak_allocated_mib=use.peak_allocated_mib,
         gpu_peak_reserved_mib=use.peak_reserved_mib,
         gpu_utilization=use.utilization,
+        mps=mps_active(ctx.images.device),
     )
 
 
@@ -148,17 +154,23 @@ def fit_round(ctx: TrialContext, nets: Networks, labeled: np.ndarray, r: int) ->
         order=generator(spec.seed, r, "order"),
         augment=generator(spec.seed, r, "augment"),
     )
-    trained = time.perf_counter()
+    return assess_fit(ctx, nets, labeled, stats.final_loss, time.perf_counter() - start)
+
+
+def assess_fit(ctx: TrialContext, nets: Networks, labeled: np.ndarray, train_loss: float, train_seconds: float) -> Fit:
+    """The fit step's second half, after training (here or fused with other trials'): test, and the fit on the
+    labeled set."""
+    start = time.perf_counter()
     result = evaluate(nets.backbone, ctx.test_images, ctx.test_labels, ctx.normalize, ctx.dataset.n_classes)
     on_labeled = torch.as_tensor(np.sort(labeled), device=ctx.images.device)  # test-time views, eval mode
     fit = evaluate(nets.backbone, ctx.images[on_labeled], ctx.labels[on_labeled], ctx.normalize, ctx.dataset.n_classes)
     return Fit(
-        stats.final_loss,
+        train_loss,
         result.accuracy,
         result.per_class_accuracy,
         fit.accuracy,
-        trained - start,
-        time.perf_counter() - trained,
+        train_seconds,
+        time.perf_counter() - start,
     )
 
 

@@ -63,3 +63,15 @@ def test_the_plan_trains_each_round0_group_once():
     saved = 2 * 2 * 5 * 20  # per seed: 3 cross-entropy trials, 2 of them start from the first one's round 0
     assert total[3] == f"{8 * per_trial - saved:,}"
     assert any(f"(4 groups for 8 trials): the total trains {saved:,} image-passes fewer" in line for line in lines)
+
+
+def test_the_plan_lists_the_fused_groups(tmp_path, capsys):
+    grid = yaml.safe_load(GRID) | {"strategies": ["random", "entropy", "lplgrad"], "resources": {"fuse": 2}}
+    path = tmp_path / "fused.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "fused (resources.fuse: 2): 3 groups for 6 trials" in out
+    assert "group 1: digits/r/random/seed0 + digits/r/entropy/seed0" in out
+    assert "group 3: digits/r/lplgrad/seed0 + digits/r/lplgrad/seed1" in out  # its own objective: with itself
+    assert "fused" not in format_cost(parse_grid(yaml.safe_load(GRID)))  # fuse: 1, nothing to list

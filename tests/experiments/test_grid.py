@@ -95,6 +95,12 @@ def test_unknown_strategy_names_the_field_value_and_known_set():
             "Use 1 or 2",
         ),
         ({"resources": {"gpus_per_trial": -0.5}}, "resources.gpus_per_trial: Input should be greater than or equal"),
+        ({"resources": {"fuse": 0}}, "resources.fuse: Input should be greater than 0"),
+        (
+            {"resources": {"fuse": 4, "scoring_shards": 2}},
+            "fuse: 4 with scoring_shards: 2 is not supported: a fused group scores in its own actor. Set fuse: 1 "
+            "to shard scoring, or scoring_shards: 1 to fuse",
+        ),
         ({"train": {"deterministic": "maybe"}}, "train.deterministic: Input should be a valid boolean"),
         ({"train": {"lr": -1}}, "greater than 0"),
         ({"datasets": ["cifar11"]}, "dataset 'cifar11' is unknown"),
