@@ -31,6 +31,8 @@ class Cost:
     flops: float
     bytes: float
     calls: int
+    gathered: float = 0.0  # floats an im2col (F.unfold) writes: a gather, far slower than a copy on the CPU
+    reduction: int = 1 << 30  # the length of the sums its main product runs (a short one runs below peak)
 
 
 def form_cost(geometry: ConvGeometry, form: ConvForm, batch: int, element_bytes: int = 4) -> Cost:
@@ -42,6 +44,9 @@ def form_cost(geometry: ConvGeometry, form: ConvForm, batch: int, element_bytes:
     g_out = c_out * t
     per_sample = 2 * t * d * c_out  # G_i^T A_i: every per-sample form does these products
     gram_out = 2 * t * t * c_out + 2 * t * t  # G_i G_i^T and the elementwise product's sum
+    gathered = d * t if form in ("gram_unfold", "per_sample_unfold") else 0
+    # the main product's sums: over the patch (gram_unfold), the channels (gram_shift), the positions (per-sample)
+    reduction = d if form == "gram_unfold" else g.c_in if form == "gram_shift" else t
     if form == "gram_unfold":  # unfold write + read twice (both bmm operands), two T x T Grams written and read
         flops, floats, calls = 2 * t * t * d + gram_out, a_in + 3 * d * t + g_out + 4 * t * t, 6
     elif form == "gram_shift":  # padded input, its channel Gram P, k^2 strided T x T slices summed in place
@@ -53,19 +58,22 @@ def form_cost(geometry: ConvGeometry, form: ConvForm, batch: int, element_bytes:
     elif form == "per_sample_grouped":  # the weight expanded B times, per-sample gradients written and read
         flops, floats, calls = per_sample, 2 * padded + g_out + 3 * c_out * d, 5
     elif form == "per_sample_loop":  # a weight-gradient call, a square and a sum per sample
-        return Cost(batch * per_sample, batch * (2 * padded + g_out + 2 * c_out * d) * element_bytes, 3 * batch + 1)
+        floats = 2 * padded + g_out + 2 * c_out * d
+        return Cost(batch * per_sample, batch * floats * element_bytes, 3 * batch + 1, 0.0, reduction)
     elif form == "per_sample_func":  # vmap's batching rule: the grouped call plus its reshapes and copies
         flops, floats, calls = per_sample, 2 * padded + 2 * g_out + 5 * c_out * d, 12
     else:
         raise ValueError(f"unknown conv form {form!r}; known: {', '.join(CONV_FORMS)}")
-    return Cost(batch * flops, batch * floats * element_bytes, calls)
+    return Cost(batch * flops, batch * floats * element_bytes, calls, batch * gathered, reduction)
 
 
-# On this project's 2-core Intel Xeon (bench/results/gradnorm.md), per conv shape, per-sample time over grouped
-# time at batch 256 / 64: 128->128 3x3 0.57 / 0.63, 64->128 3x3 stride 2 0.71 / 0.88-1.31, 64->64 3x3 0.90 / 1.24,
-# smaller ones 1.1-2.4: oneDNN's grouped weight gradient loses to a call per sample once a sample's weight
-# gradient is large. FLOPs and bytes are the same for both, so the roofline cannot see it: a measured threshold.
-PER_SAMPLE_CALL_MIN_WEIGHT = 65_536
+# On this project's 2-core Intel Xeon (bench/results/gradnorm.md, layers in 32-sample slices as the pass runs
+# them), a call per sample's time over the grouped call's at batch 64 / 256: 64->64 3x3 1.14 / 1.19, 64->128 3x3
+# stride 2 (73,728 weights) 1.26 / 1.22, 128->128 3x3 (147,456) 1.03 / 1.01, 128->256 3x3 stride 2 (294,912)
+# 0.31 / 0.34: oneDNN's grouped weight gradient loses to a call per sample once a sample's weight gradient is
+# large. FLOPs and bytes are the same for both, so the roofline cannot see it: a measured threshold, between
+# the last two. (Measured on whole 256-sample batches, before the slices, the crossing was lower: 65,536.)
+PER_SAMPLE_CALL_MIN_WEIGHT = 131_072
 
 
 def _cpu_per_sample(geometry: ConvGeometry) -> ConvForm:
@@ -89,9 +97,13 @@ class DeviceModel:
     launch_s: float
     per_sample: Callable[[ConvGeometry], ConvForm]
     layer_batch: int | None  # samples per layer computation (a cache-sized working set); None: the whole chunk
+    gather_s: float = 0.0  # seconds per float an im2col writes, beyond its bytes (0: a bandwidth-bound kernel)
+    full_reduction: int = 1  # sums shorter than this run at peak x their length / this
 
     def seconds(self, cost: Cost) -> float:
-        return max(cost.flops / self.flops_per_s, cost.bytes / self.bytes_per_s) + cost.calls * self.launch_s
+        peak = self.flops_per_s * min(1.0, cost.reduction / self.full_reduction)
+        roofline = max(cost.flops / peak, cost.bytes / self.bytes_per_s)
+        return roofline + cost.calls * self.launch_s + cost.gathered * self.gather_s
 
 
 DEVICES = {
@@ -100,7 +112,11 @@ DEVICES = {
     # A layer's norms are computed 32 samples at a time: at batch 256, per form, slices of 8-64 samples ran within
     # 10 % of each other and the whole 256 up to 2x slower (gram_shift 128->128 on 16x16: 82-90 ms against 168;
     # the grouped 64->64 on 32x32: 81-84 against 164), their temporaries having left the cache.
-    "cpu": DeviceModel("2-core x86 CPU", 3.0e11, 5.0e10, 1.0e-5, _cpu_per_sample, 32),
+    # F.unfold of 32 samples, the 11 ResNet-18 conv geometries on 32x32: 0.68-1.72 ns per float it writes (median
+    # 1.24), 15x what its bytes take at the copy bandwidth: it gathers element by element.
+    # A per-sample weight gradient sums over the T positions: at T = 64 its grouped call ran at 79-82 GFLOP/s
+    # (128->256 1x1 and 64->128 3x3, both stride 2 on 16x16), at T = 256-1024 at 135-178, at T = 16 at 7-31.
+    "cpu": DeviceModel("2-core x86 CPU", 3.0e11, 5.0e10, 1.0e-5, _cpu_per_sample, 32, 1.2e-9, 128),
     # NVIDIA's H200 SXM datasheet: 67 TFLOP/s fp32 (no tensor cores), 4.8 TB/s HBM3e; ~5 us a kernel launch.
     "cuda": DeviceModel("H200", 67e12, 4.8e12, 5.0e-6, _gpu_per_sample, None),
 }
