@@ -45,8 +45,9 @@ def form_cost(geometry: ConvGeometry, form: ConvForm, batch: int, element_bytes:
     per_sample = 2 * t * d * c_out  # G_i^T A_i: every per-sample form does these products
     gram_out = 2 * t * t * c_out + 2 * t * t  # G_i G_i^T and the elementwise product's sum
     gathered = d * t if form in ("gram_unfold", "per_sample_unfold") else 0
-    # the main product's sums: over the patch (gram_unfold), the channels (gram_shift), the positions (per-sample)
-    reduction = d if form == "gram_unfold" else g.c_in if form == "gram_shift" else t
+    # a per-sample weight gradient's product sums over the T positions, short for late layers (the Gram forms'
+    # products sum over the patch or the channels: hundreds, at peak)
+    reduction = t if form.startswith("per_sample") else 1 << 30
     if form == "gram_unfold":  # unfold write + read twice (both bmm operands), two T x T Grams written and read
         flops, floats, calls = 2 * t * t * d + gram_out, a_in + 3 * d * t + g_out + 4 * t * t, 6
     elif form == "gram_shift":  # padded input, its channel Gram P, k^2 strided T x T slices summed in place
@@ -115,8 +116,10 @@ DEVICES = {
     # F.unfold of 32 samples, the 11 ResNet-18 conv geometries on 32x32: 0.68-1.72 ns per float it writes (median
     # 1.24), 15x what its bytes take at the copy bandwidth: it gathers element by element.
     # A per-sample weight gradient sums over the T positions: at T = 64 its grouped call ran at 79-82 GFLOP/s
-    # (128->256 1x1 and 64->128 3x3, both stride 2 on 16x16), at T = 256-1024 at 135-178, at T = 16 at 7-31.
-    "cpu": DeviceModel("2-core x86 CPU", 3.0e11, 5.0e10, 1.0e-5, _cpu_per_sample, 32, 1.2e-9, 128),
+    # (128->256 1x1 and 64->128 3x3, both stride 2 on 16x16), at T = 256-1024 at 135-178, at T = 16 at 7-31:
+    # peak x T / 256 fits the short ones (75 and 19 GFLOP/s). The Gram forms' sums run over the patch or the
+    # channels, hundreds long: counted at peak.
+    "cpu": DeviceModel("2-core x86 CPU", 3.0e11, 5.0e10, 1.0e-5, _cpu_per_sample, 32, 1.2e-9, 256),
     # NVIDIA's H200 SXM datasheet: 67 TFLOP/s fp32 (no tensor cores), 4.8 TB/s HBM3e; ~5 us a kernel launch.
     "cuda": DeviceModel("H200", 67e12, 4.8e12, 5.0e-6, _gpu_per_sample, None),
 }
