@@ -45,6 +45,8 @@ def form_cost(geometry: ConvGeometry, form: ConvForm, batch: int, element_bytes:
     per_sample = 2 * t * d * c_out  # G_i^T A_i: every per-sample form does these products
     gram_out = 2 * t * t * c_out + 2 * t * t  # G_i G_i^T and the elementwise product's sum
     gathered = d * t if form in ("gram_unfold", "per_sample_unfold") else 0
+    if form == "gram_shift" and g.stride != (1, 1):  # its k^2 slices of P step over elements: read one by one
+        gathered = kk * t * t
     # a per-sample weight gradient's product sums over the T positions, short for late layers (the Gram forms'
     # products sum over the patch or the channels: hundreds, at peak)
     reduction = t if form.startswith("per_sample") else 1 << 30
@@ -114,7 +116,9 @@ DEVICES = {
     # 10 % of each other and the whole 256 up to 2x slower (gram_shift 128->128 on 16x16: 82-90 ms against 168;
     # the grouped 64->64 on 32x32: 81-84 against 164), their temporaries having left the cache.
     # F.unfold of 32 samples, the 11 ResNet-18 conv geometries on 32x32: 0.68-1.72 ns per float it writes (median
-    # 1.24), 15x what its bytes take at the copy bandwidth: it gathers element by element.
+    # 1.24), 15x what its bytes take at the copy bandwidth: it gathers element by element. gram_shift's k^2 slices
+    # of P, stride 2 (64->128 on 16x16, 32 samples): 1.4 ns per float added at 2 threads, 1.9 at 1, the same
+    # gather; with stride 1 they are read in rows and cost their bytes.
     # A per-sample weight gradient sums over the T positions: at T = 64 its grouped call ran at 79-82 GFLOP/s
     # (128->256 1x1 and 64->128 3x3, both stride 2 on 16x16), at T = 256-1024 at 135-178, at T = 16 at 7-31:
     # peak x T / 256 fits the short ones (75 and 19 GFLOP/s). The Gram forms' sums run over the patch or the
