@@ -115,8 +115,9 @@ CPU_FASTEST = {
     (256, 512, 3, 2, 8): "gram_shift",
     (512, 512, 3, 1, 4): "gram_shift",
 }
-# Near ties the rule gives to gram_unfold: 256->512 1x1 s2 on 8x8 (1 ms; gram_shift 1.1-1.3x faster at 2 threads,
-# a tie at 1) and 128->256 3x3 s2 on 16x16 (gram_shift 9.0 against 10.1 ms at 2 threads, 19.7 against 19.0 at 1).
+# Near ties the rule gives to gram_unfold: 256->512 1x1 s2 on 8x8 (1 ms; gram_shift 1.01-1.34x faster at 2
+# threads over three runs, a tie at 1) and 128->256 3x3 s2 on 16x16 (gram_shift 9.0 against 10.1 ms at 2
+# threads, 19.7 against 19.0 at 1).
 NEAR_TIES = {(256, 512, 1, 2, 8), (128, 256, 3, 2, 16)}
 
 
