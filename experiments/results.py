@@ -153,6 +153,14 @@ def write_rounds(results: str | os.PathLike, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def trials_with_rows(results: str | os.PathLike) -> set[str]:
+    """The ids of the trials that have a rows file, from one listing of the folder (no file is opened)."""
+    folder = Path(results) / ROUNDS_DIR
+    if not folder.is_dir():
+        return set()
+    return {e.name[: -len(".parquet")] for e in os.scandir(folder) if e.name.endswith(".parquet") and e.name[0] != "."}
+
+
 def rounds_done(results: str | os.PathLike, trial_id: str) -> int:
     """How many rounds of a trial its Parquet file holds (0 if none)."""
     path = trial_file(results, trial_id)

@@ -9,36 +9,21 @@ sinks loses nothing: `plan` projects the same checkpoint again before anything r
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.records import RoundRecord
-from experiments.results import rounds_done, rows_of, spec_columns, trial_file, write_rounds
+from experiments.results import rounds_done, rows_of, trials_with_rows, write_rounds
 from experiments.specs import SPEC_VERSION, TrialSpec
+from orchestrator.carry_over import CarryOver
 from orchestrator.checkpoint import checkpoint_exists, read_records
 from orchestrator.inputs import DatasetDigest
-from orchestrator.ledger import (
-    TrialEntry,
-    TrialStatus,
-    entry_path,
-    read_entry,
-    read_round0_entry,
-    remove_entry,
-    write_entry,
-    write_round0_entry,
-)
+from orchestrator.ledger import TrialEntry, TrialStatus, read_entry, read_round0_entry, write_entry, write_round0_entry
+from orchestrator.mlflow_sink import MlflowSink
 from orchestrator.provenance import git_sha
 from orchestrator.tracking import Tracker, default_tracking_uri
-from orchestrator.upgrade import (
-    SET_ASIDE_DIR,
-    UpgradeError,
-    cannot_carry_over,
-    find_v0_trials,
-    rounds_of,
-    same_name_elsewhere,
-)
+from orchestrator.upgrade import same_name_elsewhere
 
 PENDING, RUNNING, DONE, FAILED = TrialStatus
 ALLOWED = {
@@ -64,19 +49,31 @@ class Planned:
         return self.entry.rounds_done >= self.entry.n_rounds
 
 
-class Bookkeeper:
-    def __init__(self, results: str | Path, tracker: Tracker | None) -> None:
+MLFLOW_WAIT_S = 120.0  # how long the end of a run waits for a lagging tracking server
+
+
+class Bookkeeper(CarryOver):
+    """Files a runner's events in the ledger, the Parquet rows and MLflow (carrying older trials over: `CarryOver`)."""
+
+    def __init__(self, results: str | Path, tracker: Tracker | None, mlflow_wait_s: float = MLFLOW_WAIT_S) -> None:
         self.results = Path(results)
         self.tracker = tracker
         self.sha = git_sha()
+        self.sink = None if tracker is None else MlflowSink(tracker, self.sha)
+        self.mlflow_wait_s = mlflow_wait_s
+        self._entries: dict[str, TrialEntry] = {}  # the planned trials' entries: the sink's news lands in them
+        self._specs: dict[str, TrialSpec] = {}
 
     @classmethod
-    def tracking(cls, results: str | Path, tracking_uri: str | None, experiment: str) -> Bookkeeper:
+    def tracking(
+        cls, results: str | Path, tracking_uri: str | None, experiment: str, mlflow_wait_s: float = MLFLOW_WAIT_S
+    ) -> Bookkeeper:
         """With MLflow at `tracking_uri` (default: SQLite in the results folder, created now; 'none': off)."""
         if tracking_uri == "none":
             return cls(results, None)
         Path(results).mkdir(parents=True, exist_ok=True)
-        return cls(results, Tracker(tracking_uri or default_tracking_uri(Path(results)), experiment, Path(results)))
+        tracker = Tracker(tracking_uri or default_tracking_uri(Path(results)), experiment, Path(results))
+        return cls(results, tracker, mlflow_wait_s)
 
     @property
     def tracking_uri(self) -> str | None:
@@ -130,11 +127,18 @@ class Bookkeeper:
         `inputs`: the datasets each trial reads, logged with its MLflow run."""
         for line in same_name_elsewhere(self.results, specs):
             report(line)
+        if self.sink is not None:
+            self.sink.report = report
+        with_rows = trials_with_rows(self.results)
         planned = []
         for spec in specs:
             entry = read_entry(self.results, spec.trial_id) or TrialEntry(
                 spec.trial_id, spec.label, spec.experiment, len(spec.regime.labeled_counts)
             )
+            self._entries[spec.trial_id], self._specs[spec.trial_id] = entry, spec
+            if self._settled(spec, entry, with_rows):  # finished and filed everywhere: nothing to read or write
+                planned.append(Planned(spec, entry))
+                continue
             entry.label, entry.experiment = spec.label, spec.experiment  # names may change; the id does not
             entry.spec_version, entry.spec = SPEC_VERSION, spec.model_dump_json()
             self._open_run(spec, entry, inputs(spec) if inputs else [])
@@ -148,6 +152,19 @@ class Bookkeeper:
             self._set(entry, DONE if item.complete else PENDING)
             planned.append(item)
         return planned
+
+    def _settled(self, spec: TrialSpec, entry: TrialEntry, with_rows: set[str]) -> bool:
+        """A DONE trial whose entry, rows and MLflow run (by the fingerprint the sink left) already hold all of it
+        under this spec: a re-run of a finished grid neither reads its checkpoint nor asks MLflow."""
+        if entry.status != DONE or entry.rounds_done < entry.n_rounds or spec.trial_id not in with_rows:
+            return False
+        if (entry.label, entry.experiment, entry.spec_version) != (spec.label, spec.experiment, SPEC_VERSION):
+            return False
+        if self.tracker is not None:
+            synced = self.tracker.fingerprint(entry.mlflow_run_id, entry.rounds_done, MLFLOW_STATUS[DONE])
+            if entry.mlflow_run_id is None or entry.mlflow_synced != synced:
+                return False
+        return entry.spec == spec.model_dump_json()
 
     def _lost_checkpoint(self, spec: TrialSpec, entry: TrialEntry, uri: str, report: Callable[[str], None]) -> None:
         """A DONE trial whose rows are all recorded needs no checkpoint; any other starts again from round 1,
@@ -165,17 +182,41 @@ class Bookkeeper:
 
     def close_grid(self, entries: list[TrialEntry], summary: dict[str, float]) -> None:
         """The grid's summary metrics on its parent run; FINISHED when every trial is DONE."""
-        if self.tracker is not None:
+        if self.mlflow_usable:
             statuses = {e.status for e in entries}
             status = "FAILED" if FAILED in statuses else "FINISHED" if statuses <= {DONE} else "SCHEDULED"
             self.tracker.close_grid(status, summary)
 
     def log_report(self, folder: Path) -> bool:
         """The report as the grid's parent-run artifacts (replacing the previous copy); False without one."""
-        if self.tracker is None or (self.tracker.parent_id is None and self.tracker.find_grid() is None):
+        if not self.mlflow_usable or (self.tracker.parent_id is None and self.tracker.find_grid() is None):
             return False
         self.tracker.replace_report(folder)
         return True
+
+    @property
+    def mlflow_usable(self) -> bool:
+        """MLflow is on and no sink thread is inside a call (it is, after a run that could not reach the server)."""
+        return self.tracker is not None and self.sink.idle
+
+    def mlflow_behind(self) -> int:
+        """How many trials' MLflow runs are not yet up to date with their rows."""
+        return 0 if self.sink is None else self.sink.behind()
+
+    def settle(self, report: Callable[[str], None] = print) -> int:
+        """After a run: waits up to `mlflow_wait_s` for MLflow to hold every round and status, files what it holds
+        in the ledger, and returns how many trials' runs are still behind (said aloud; the next run catches up)."""
+        if self.sink is None:
+            return 0
+        left = self.sink.settle(self.mlflow_wait_s)
+        self._file_synced()
+        if left:
+            report(
+                f"MLflow at {self.tracker.uri} is {left} trials behind after waiting {self.mlflow_wait_s:.0f} s "
+                f"({self.sink.error}); the rows and checkpoints are complete, and the next `albench run` of this grid "
+                "brings MLflow up to date"
+            )
+        return left
 
     # -- events of a run
     def start(self, item: Planned) -> None:
@@ -202,97 +243,36 @@ class Bookkeeper:
             if item.entry.status == RUNNING:
                 self._set(item.entry, PENDING)
 
-    # -- carrying over trials of albench <= 17506af (translated by orchestrator.upgrade)
-    def carry_over(self, report: Callable[[str], None] = print, set_aside: bool = False) -> int:
-        """Files every trial of albench <= 17506af in the results folder under today's id; returns how many.
-
-        A trial that cannot be carried over is never started again silently: the run stops, naming it, why, and
-        what to do, unless `set_aside` moves its files to RESULTS/set-aside/ (kept, not used)."""
-        found = find_v0_trials(self.results)
-        if found.problems and not set_aside:
-            raise UpgradeError(cannot_carry_over(self.results, found.problems))
-        for old in found.unstarted:
-            self.drop_unstarted(old)
-            report(f"{old['label']}: written by an older albench, never started; it starts under its new id")
-        for spec, old, rows in found.carried:
-            self.adopt(spec, old, rows)
-            report(
-                f"{spec.label}: carried over from albench {rows[0]['git_sha'][:7]} (trial {old['trial_id']} is now "
-                f"{spec.trial_id}, {rounds_of(old)})"
-            )
-        for old, why in found.problems:
-            report(f"{why}\n  set aside in {self.set_aside(old)}")
-        return len(found.carried)
-
-    def adopt(self, spec: TrialSpec, old: dict, old_rows: list[dict]) -> TrialEntry:
-        """Files an old trial under its new id: rows rewritten with today's spec columns, the same checkpoint and
-        MLflow run. New files first, old ones last, so a crash in between only repeats this step."""
-        write_rounds(self.results, [{**row, **spec_columns(spec)} for row in old_rows])
-        status = TrialStatus(old.get("status", PENDING))  # the next plan sets a RUNNING one PENDING
-        checkpoint = self.located(old.get("checkpoint"), old["trial_id"])
-        entry = TrialEntry(
-            spec.trial_id,
-            spec.label,
-            spec.experiment,
-            len(spec.regime.labeled_counts),
-            status,
-            old.get("rounds_done", 0),
-            None if checkpoint is None else self.stored(checkpoint),
-            old.get("mlflow_run_id"),
-            old.get("error", ""),
-            list(old.get("nodes", [])),
-            SPEC_VERSION,
-            spec.model_dump_json(),
-            old["trial_id"],
-        )
-        write_entry(self.results, entry)
-        if self.tracker is not None and entry.mlflow_run_id:
-            self.tracker.retag(entry.mlflow_run_id, spec.trial_id, old["trial_id"])
-        self._remove_files(old["trial_id"])
-        return entry
-
-    def drop_unstarted(self, old: dict) -> None:
-        """An old trial that never completed a round: nothing to keep (its empty MLflow run goes too)."""
-        if self.tracker is not None and old.get("mlflow_run_id"):
-            self.tracker.delete_if_empty(old["mlflow_run_id"])
-        remove_entry(self.results, old["trial_id"])
-
-    def set_aside(self, old: dict) -> Path:
-        """Moves a trial's ledger entry, rows and (local) checkpoint into RESULTS/set-aside/<id>/: kept, not used."""
-        folder = self.results / SET_ASIDE_DIR / old["trial_id"]
-        folder.mkdir(parents=True, exist_ok=True)
-        checkpoint = self.located(old.get("checkpoint"), old["trial_id"])
-        paths = [entry_path(self.results, old["trial_id"]), trial_file(self.results, old["trial_id"])]
-        if checkpoint and "://" not in checkpoint and Path(checkpoint).is_relative_to(self.results.resolve()):
-            paths.append(Path(checkpoint))
-        for path in paths:
-            if path.exists():
-                shutil.move(str(path), str(folder / path.name))
-        return folder
-
-    # -- the sinks
+    # MLflow goes through the sink's thread (`orchestrator.mlflow_sink`): the ledger and rows are written here,
+    # first; the sink's news (a run's id, what it holds) is filed in the ledger at the next event.
     def _open_run(self, spec: TrialSpec, entry: TrialEntry, inputs: list[DatasetDigest]) -> None:
-        if self.tracker is not None and entry.mlflow_run_id is None:
-            entry.mlflow_run_id = self.tracker.run_for(spec, self.sha, inputs)
-        elif self.tracker is not None:
-            self.tracker.link(entry.mlflow_run_id, inputs)
+        if self.sink is not None:
+            self.sink.want(spec, entry.mlflow_run_id, inputs=inputs)
         write_entry(self.results, entry)
 
     def _project(self, spec: TrialSpec, entry: TrialEntry, uri: str, records: list[RoundRecord]) -> None:
         entry.checkpoint, entry.rounds_done = self.stored(uri), len(records)
         write_entry(self.results, entry)
         write_rounds(self.results, rows_of(spec, records))
-        if self.tracker is not None and entry.mlflow_run_id is not None:
-            self.tracker.log_rounds(entry.mlflow_run_id, records)
+        if self.sink is not None:
+            self.sink.want(spec, entry.mlflow_run_id, records=records)
+            self._file_synced()
 
     def _set(self, entry: TrialEntry, status: TrialStatus, error: str = "") -> None:
         if status not in ALLOWED[entry.status]:
             raise StatusError(f"trial {entry.trial_id} ({entry.label}): {entry.status} -> {status} is not allowed")
         entry.status, entry.error = status, error
         write_entry(self.results, entry)
-        if self.tracker is not None and entry.mlflow_run_id is not None:
-            self.tracker.set_status(entry.mlflow_run_id, MLFLOW_STATUS[status])
+        if self.sink is not None:
+            self.sink.want(self._spec_of(entry), entry.mlflow_run_id, status=MLFLOW_STATUS[status])
 
-    def _remove_files(self, trial_id: str) -> None:
-        trial_file(self.results, trial_id).unlink(missing_ok=True)
-        remove_entry(self.results, trial_id)
+    def _spec_of(self, entry: TrialEntry) -> TrialSpec:
+        return self._specs.get(entry.trial_id) or TrialSpec.model_validate_json(entry.spec)
+
+    def _file_synced(self) -> None:
+        """The sink's applied states into the ledger: each trial's run id and what its run holds."""
+        for synced in self.sink.take_synced():
+            entry = self._entries.get(synced.trial_id)
+            if entry is not None:
+                entry.mlflow_run_id, entry.mlflow_synced = synced.run_id, synced.fingerprint
+                write_entry(self.results, entry)

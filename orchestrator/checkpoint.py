@@ -111,6 +111,16 @@ def checkpoint_exists(uri: str) -> bool:
     return filesystem.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def remove_checkpoint(uri: str) -> bool:
+    """Deletes a checkpoint folder (local or on shared storage); False where it could not be removed."""
+    filesystem, path = _open(uri)
+    try:
+        filesystem.delete_dir(path)
+    except (OSError, FileNotFoundError):
+        return False
+    return True
+
+
 def _read(uri: str, name: str) -> bytes:
     filesystem, path = _open(uri)
     with filesystem.open_input_stream(f"{path.rstrip('/')}/{name}") as stream:

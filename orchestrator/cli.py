@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
 
 from experiments.errors import AlbenchError
 
-say = functools.partial(print, flush=True)  # progress reaches a log file or a pipe as it happens
+
+def say(*values) -> None:
+    """Prints at once: progress reaches a log file or a pipe as it happens. A function of this module, so Tune can
+    pickle the callback that holds it even where Ray has wrapped `print` (`--verbose`)."""
+    print(*values, flush=True)
 
 
 def _device(choice: str) -> str:
@@ -34,15 +37,16 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def _run_locked(args: argparse.Namespace, grid, results: Path) -> None:
-    from experiments.report import build_report
-    from experiments.report.data import load, summary_metrics
     from experiments.results import read_rounds
     from experiments.summary import format_accuracy_tables
     from orchestrator.bookkeeper import Bookkeeper
+    from orchestrator.closing import close_grid
     from orchestrator.grid import resolved_grid
 
     start = time.perf_counter()
-    keeper = Bookkeeper.tracking(results, args.tracking_uri, grid.name)  # the store exists before any trial starts
+    # the store exists before any trial starts
+    keeper = Bookkeeper.tracking(results, args.tracking_uri, grid.name, args.mlflow_wait)
+    quiet_libraries(args.verbose)  # after MLflow's import, which sets its own log level
     uri = keeper.tracking_uri
     say(f"grid '{grid.name}': {len(grid.trials())} trials; results in {results}")
     keeper.open_grid(Path(args.grid), resolved_grid(grid))
@@ -70,18 +74,10 @@ def _run_locked(args: argparse.Namespace, grid, results: Path) -> None:
             storage_path=args.storage_path,
             report=say,
             set_aside_old=args.set_aside_old,
+            verbose=args.verbose,
         )
+    close_grid(keeper, grid.name, entries, say)  # the grid's summary and report on its MLflow parent run
     rounds = read_rounds(results)
-    if keeper.tracker is not None:  # the grid's summary and report on its MLflow parent run
-        keeper.close_grid(entries, summary_metrics(load(results), grid.name) if len(rounds) else {})
-        if len(rounds):
-            try:
-                keeper.log_report(build_report(results, results / "report").out)
-            except Exception as error:  # the report is a view of results already stored: never fail the run on it
-                say(
-                    f"warning: the report could not be made ({type(error).__name__}: {error}); the results are "
-                    f"stored; `albench report --results {results} --mlflow` retries it"
-                )
     say(f"\n{format_accuracy_tables(rounds[rounds['experiment'] == grid.name])}")
     say(f"\nwall time {time.perf_counter() - start:.1f} s; Parquet: pandas.read_parquet('{results / 'rounds'}')")
     if uri:  # MLflow 3.17's UI opens on GenAI pages unless its workflow switch says model training
@@ -99,6 +95,18 @@ def _run_locked(args: argparse.Namespace, grid, results: Path) -> None:
         raise AlbenchError(f"{len(failed)} of {len(entries)} trials failed; the others completed:\n  {lines}")
     if unfinished:
         raise AlbenchError(f"{len(unfinished)} trials are unfinished; run the same command again to resume them")
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Ray's and MLflow's own log lines stay off albench's console unless `--verbose` asks for them."""
+    import logging
+    import os
+
+    if verbose:
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "false"
+        return
+    for name in ("mlflow", "alembic"):  # Ray's: `connect` starts it at ERROR
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -210,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--in-process", action="store_true", help="run the trials one by one in this process, no Ray")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="with --in-process")
     run.add_argument("--progress", default="rounds", choices=["rounds", "trials"], help="with --in-process")
+    run.add_argument("--verbose", action="store_true", help="Ray's, Tune's and MLflow's own lines on the console too")
+    run.add_argument(
+        "--mlflow-wait",
+        type=float,
+        default=120.0,
+        help="seconds the end of a run waits for a lagging tracking server (default: 120; the next run catches up)",
+    )
     run.add_argument(
         "--set-aside-old",
         action="store_true",

@@ -40,6 +40,7 @@ class TrialEntry:
     spec_version: int = 0
     spec: str = ""  # the TrialSpec as JSON
     legacy_id: str | None = None  # the id albench <= 17506af gave it; its checkpoints may still carry that id
+    mlflow_synced: str = ""  # what its MLflow run holds, as `Tracker.fingerprint` says it: "" where unknown
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrialEntry:

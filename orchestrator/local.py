@@ -156,6 +156,7 @@ def run_grid_locally(
     finally:
         torch.set_num_threads(threads)
         set_scoring_heap(heap)
+        keeper.settle(report)  # MLflow, which lags behind the rows where the server is slow, catches up
 
 
 def _run_all(grid, keeper, data_root, device, report, round_progress, set_aside_old) -> list[TrialEntry]:

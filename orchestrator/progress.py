@@ -25,10 +25,13 @@ class Progress:
         report: Callable[[str], None],
         interval_s: float | None = None,
         waiting: Callable[[], str | None] | None = None,
+        behind: Callable[[], int] | None = None,
     ) -> None:
-        """`waiting`: why no trial can start (e.g. the cluster is too small for one), shown while none runs."""
+        """`waiting`: why no trial can start (e.g. the cluster is too small for one), shown while none runs;
+        `behind`: how many trials' MLflow runs lag behind their rows (a slow tracking server), shown when some do."""
         self.entries = entries
         self.waiting = waiting
+        self.behind = behind
         self.report = report
         self.interval_s = INTERVAL_S if interval_s is None else interval_s
         self.start = time.monotonic()
@@ -49,6 +52,8 @@ class Progress:
             f"{counts[TrialStatus.FAILED]} failed, {counts[TrialStatus.PENDING]} pending | "
             f"rounds {rounds}/{total} | ETA {eta}"
         )
+        lag = self.behind() if self.behind is not None else 0
+        line += f" | MLflow {lag} trials behind" if lag > 1 else ""
         idle = counts[TrialStatus.RUNNING] == 0 and counts[TrialStatus.PENDING] > 0
         reason = self.waiting() if idle and self.waiting is not None else None
         return f"{line} | cannot start: {reason}" if reason else line

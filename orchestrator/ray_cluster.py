@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from orchestrator.bookkeeper import Bookkeeper, Planned
-from orchestrator.checkpoint import checkpoint_exists, read_records
+from orchestrator.checkpoint import checkpoint_exists, read_records, remove_checkpoint
 from orchestrator.gpu import limit_memory
 from orchestrator.progress import Progress
 
@@ -28,17 +30,50 @@ def checkpoint_uri(checkpoint) -> str:
     return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"
 
 
+def error_text(trial) -> str:
+    """A failed trial's error as Tune wrote it. Tune writes the error file on the driver first and copies it to
+    the storage later, so the local file is read when the stored one is not there yet."""
+    text = None
+    with suppress(Exception):
+        text = trial.get_error()
+    if not text and trial.error_file and Path(trial.error_file).exists():
+        text = Path(trial.error_file).read_text()
+    return str(text or "")
+
+
 def error_of(trial) -> str:
     """The last line of a failed trial's error (the exception and its message)."""
-    try:
-        text = str(trial.get_error())
-    except Exception:
-        text = Path(trial.error_file).read_text() if trial.error_file else "unknown error"
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in error_text(trial).strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
 
 
-def make_callback(planned: dict[str, Planned], keeper: Bookkeeper, progress: Progress, report: Callable[[str], None]):
+def lost_node(node_id: str | None) -> str | None:
+    """'node <id> (<ip>)' if the Ray node `node_id` is no longer alive, else None."""
+    import ray
+
+    if not node_id:
+        return None
+    for node in ray.nodes():
+        if node["NodeID"] == node_id and not node["Alive"]:
+            return f"node {node_id[:12]} ({node.get('NodeManagerAddress', '?')})"
+    return None
+
+
+NODE_DIED = re.compile(r"its node has died\. Node Id: ([0-9a-f]+)")
+
+
+def cause_of(trial, item: Planned) -> str:
+    """Why a trial's attempt ended, in one line: the lost node it ran on, named (from Ray's error, else the last
+    node the trial reported from), or its error's last line."""
+    died = NODE_DIED.search(error_text(trial))
+    node_id = died[1] if died else (item.entry.nodes[-1] if item.entry.nodes else None)
+    node = lost_node(node_id) or (f"node {node_id[:12]}" if died else None)
+    return f"the {node} it ran on was lost" if node else error_of(trial)
+
+
+def make_callback(
+    planned: dict[str, Planned], keeper: Bookkeeper, progress: Progress, report: Callable[[str], None], storage: str
+):
     from ray import tune
 
     class GridCallback(tune.Callback):
@@ -54,16 +89,19 @@ def make_callback(planned: dict[str, Planned], keeper: Bookkeeper, progress: Pro
         def on_trial_start(self, iteration, trials, trial, **info):
             for item in self._items(trial):
                 keeper.start(item)
-            progress.maybe_print(force=True)
+            progress.maybe_print()
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
             uri, fused = checkpoint_uri(checkpoint), "members" in trial.config["trial"]
-            for item in self._items(trial):
+            items = self._items(trial)
+            before = tune_checkpoints(keeper, items)
+            for item in items:
                 where = f"{uri.rstrip('/')}/{item.spec.trial_id}" if fused else uri
                 if fused and not checkpoint_exists(where):  # a member that has not finished a round yet
                     continue
                 records, extra = read_records(where, item.spec.trial_id)
                 keeper.record(item, where, records, extra)
+            remove_superseded(before - tune_checkpoints(keeper, items), storage)
             progress.maybe_print()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -79,7 +117,7 @@ def make_callback(planned: dict[str, Planned], keeper: Bookkeeper, progress: Pro
         def on_trial_recover(self, iteration, trials, trial, **info):
             for item in self._items(trial):
                 rounds = item.entry.rounds_done
-                report(f"{item.spec.label}: failed ({error_of(trial)}); retrying from round {rounds + 1}")
+                report(f"{item.spec.label}: {cause_of(trial, item)}; retrying from round {rounds + 1}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             for item in self._items(trial):
@@ -94,7 +132,7 @@ def make_callback(planned: dict[str, Planned], keeper: Bookkeeper, progress: Pro
                 if item.complete or item.entry.status == "failed":
                     keeper.finish(item)  # done before the error, or already failed with its own
                     continue
-                keeper.fail(item, error_of(trial))
+                keeper.fail(item, cause_of(trial, item))
                 report(f"{item.spec.label}: FAILED: {item.entry.error}")
             progress.maybe_print(force=True)
 
@@ -104,12 +142,14 @@ def make_callback(planned: dict[str, Planned], keeper: Bookkeeper, progress: Pro
     return GridCallback()
 
 
-def connect(address: str | None) -> None:
-    """Joins the cluster at `address`, or starts a local Ray instance (no-op if this process is connected)."""
+def connect(address: str | None, verbose: bool = False) -> None:
+    """Joins the cluster at `address`, or starts a local Ray instance (no-op if this process is connected).
+    Ray's own lines (its start, the workers' output) reach the console with `verbose` only."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        level = logging.INFO if verbose else logging.ERROR
+        ray.init(address=address, include_dashboard=False, logging_level=level, log_to_driver=verbose)
 
 
 def claim_device(bundle: dict[str, float]) -> str:
@@ -133,15 +173,90 @@ def claim_device(bundle: dict[str, float]) -> str:
     return device
 
 
+def quiet_raylet(verbose: bool) -> None:
+    """Without `verbose`, the raylet's error messages (a dead worker's or node's state dump, tens of lines) stay
+    off the console: Ray prints them from a thread of the driver whatever `log_to_driver` says. albench says
+    each failure in one line instead (`cause_of`). Ray has no switch for it, so its printer (a private function,
+    looked up by that thread at each message) is wrapped; a Ray without it is left as it is."""
+    import ray._private.worker as worker
+
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None:
+        return
+    original = getattr(printer, "albench_original", printer)
+    if verbose:
+        worker.print_to_stdstream = original
+        return
+
+    def without_raylet(data, ignore_prefix: bool):
+        if data.get("pid") != "raylet":
+            original(data, ignore_prefix)
+
+    without_raylet.albench_original = original
+    worker.print_to_stdstream = without_raylet
+
+
 def run_config(name: str, storage: str, max_failures: int, callback):
-    """A Tune run of this grid: retried from the latest checkpoint on a lost worker, one checkpoint kept."""
+    """A Tune run of this grid: retried from the latest checkpoint on a lost worker.
+
+    Tune keeps every checkpoint here (no `num_to_keep`): with one, Tune snapshots the whole experiment (every
+    trial's state, O(grid)) at each checkpoint, which made the driver's cost per trial grow with the grid. The
+    callback removes each superseded checkpoint itself (`remove_superseded`), so one per trial stays on disk."""
     from ray import tune
 
     return tune.RunConfig(
         name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[callback],
         verbose=0,
     )
+
+
+@contextmanager
+def tune_settings(verbose: bool = False):
+    """Tune's switches for an albench run, set in the driver while it runs, each unless the user set it:
+    - no experiment snapshot but the first and the last: albench never restores a Tune experiment (each
+      `albench run` starts a fresh one from its ledger), so a snapshot buys nothing, and it costs O(grid);
+    - Tune's tables off (the progress line is albench's), and failed trials' tracebacks with `verbose` only
+      (albench says each failure in one line)."""
+    wanted = {"TUNE_GLOBAL_CHECKPOINT_S": "inf", "RAY_AIR_NEW_OUTPUT": "0"}
+    if not verbose:
+        wanted["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
+    added = {k: v for k, v in wanted.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def tune_checkpoints(keeper: Bookkeeper, items: list[Planned]) -> set[str]:
+    """The Tune checkpoint folders the ledger entries of `items` point at (a fused member's is its parent)."""
+    folders = set()
+    for item in items:
+        uri = keeper.checkpoint_of(item.entry)
+        if uri:
+            tail = f"/{item.spec.trial_id}"
+            folders.add(uri[: -len(tail)] if uri.rstrip("/").endswith(tail) else uri.rstrip("/"))
+    return folders
+
+
+def remove_superseded(folders: set[str], storage: str) -> None:
+    """Removes Tune checkpoint folders no ledger entry points at any more: only Tune's own (checkpoint_NNNNNN)
+    under this run's storage, never anything else; a failure to remove leaves a folder, never an error."""
+    for folder in folders:
+        if CHECKPOINT_NAME.fullmatch(folder.rstrip("/").rsplit("/", 1)[-1]) and _under(folder, storage):
+            remove_checkpoint(folder)
+
+
+CHECKPOINT_NAME = re.compile(r"checkpoint_\d+")
+
+
+def _under(uri: str, storage: str) -> bool:
+    if "://" in uri or "://" in storage:
+        return uri.startswith(storage.rstrip("/") + "/") or uri.split("://", 1)[-1].startswith(
+            storage.split("://", 1)[-1].rstrip("/") + "/"
+        )
+    return Path(uri).resolve().is_relative_to(Path(storage).resolve())

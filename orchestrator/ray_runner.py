@@ -33,7 +33,15 @@ from orchestrator.ledger import TrialEntry
 from orchestrator.placement import check_placement, reported_resources, shortfall, trial_bundle
 from orchestrator.progress import Progress
 from orchestrator.provenance import device_name
-from orchestrator.ray_cluster import ALBENCH_ERROR, claim_device, connect, make_callback, run_config
+from orchestrator.ray_cluster import (
+    ALBENCH_ERROR,
+    claim_device,
+    connect,
+    make_callback,
+    quiet_raylet,
+    run_config,
+    tune_settings,
+)
 from orchestrator.ray_group import group_config, train_group
 from orchestrator.ray_round0 import fit_round0_groups
 from orchestrator.records import TrialState
@@ -53,7 +61,19 @@ def run_grid_on_ray(
     storage_path: str | None = None,
     report: Callable[[str], None] = print,
     set_aside_old: bool = False,
+    verbose: bool = False,
 ) -> list[TrialEntry]:
+    """Runs the pending trials; returns every trial's ledger entry. MLflow, which may lag behind the rows where the
+    tracking server is slow, is waited for at the end (`Bookkeeper.settle`). `verbose`: Ray's and Tune's own
+    lines on the console too."""
+    try:
+        with tune_settings(verbose):
+            return _run(grid, keeper, address, data_root, max_failures, storage_path, report, set_aside_old, verbose)
+    finally:
+        keeper.settle(report)
+
+
+def _run(grid, keeper, address, data_root, max_failures, storage_path, report, set_aside_old, verbose):
     specs = grid.trials()
     datasets = load_datasets(specs, data_root or grid.data_root)
     save_splits(keeper.results, datasets)
@@ -69,7 +89,8 @@ def run_grid_on_ray(
     entries = [p.entry for p in planned.values()]
     if not pending:
         return entries
-    connect(address)
+    connect(address, verbose)
+    quiet_raylet(verbose)
     cluster = reported_resources(ray.cluster_resources)
     bundle = trial_bundle(grid.resources, cluster, report)
     n_shards = grid.resources.scoring_shards
@@ -77,8 +98,6 @@ def run_grid_on_ray(
     stalled = check_placement(bundle, n_shards, cluster, can_grow=address is not None, report=report)
     used = {dataset_key(p.spec): datasets[dataset_key(p.spec)] for p in pending}
     storage = storage_path or str((keeper.results / "tune").resolve())
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables; the progress line is ours
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # one save per round
     keys = {p.spec.trial_id: round0_key(p.spec) for p in pending}
     pending = fit_round0_groups(grid, keeper, pending, keys, used, bundle, storage, max_failures, report)
     if not pending:
@@ -114,7 +133,8 @@ def run_grid_on_ray(
         tune.with_parameters(run_one, datasets=used), tune.PlacementGroupFactory([bundle] * n_shards)
     )
     waiting = (lambda: shortfall(bundle, n_shards, ray.cluster_resources())) if stalled else None
-    progress = Progress(entries, report, waiting=waiting)
+    progress = Progress(entries, report, waiting=waiting, behind=keeper.mlflow_behind)
+    callback = make_callback(planned, keeper, progress, report, storage)
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(configs)},
@@ -123,7 +143,7 @@ def run_grid_on_ray(
             trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
             reuse_actors=True,  # a finished trial's actor takes the next one: no new process, no torch import
         ),
-        run_config=run_config(grid.name, storage, max_failures, make_callback(planned, keeper, progress, report)),
+        run_config=run_config(grid.name, storage, max_failures, callback),
     )
     try:
         tuner.fit()

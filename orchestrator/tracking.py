@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import tempfile
 import time
@@ -68,10 +69,13 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # after the import, which configures it
+        # MLflow prints two links to stdout per ended run on a server (and reads the run again to make them)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._logged: dict[str, set[int]] = {}  # run id -> steps already logged
+        self._runs_by_trial: dict[str, str] | None = None  # trial id -> run id, listed once when first needed
         self.experiment, self.results = experiment, Path(results)
         self.parent_id: str | None = None  # set by open_grid: every trial run is filed under it
         found = self.client.get_experiment_by_name(experiment)
@@ -169,17 +173,43 @@ class Tracker:
     def run_for(self, spec: TrialSpec, git_sha: str, inputs: Sequence[DatasetDigest] = ()) -> str:
         """The trial's own run: found by its trial_id tag, else created with the resolved spec as params; filed
         under the grid's parent run, with its datasets as inputs."""
-        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.trial_id = '{spec.trial_id}'")
-        run_id = found[0].info.run_id if found else self._new_run(spec, git_sha)
+        run_id = self._trial_runs().get(spec.trial_id)
+        if run_id is None:
+            run_id = self._runs_by_trial[spec.trial_id] = self._new_run(spec, git_sha)
         self.link(run_id, inputs)
         return run_id
 
-    def link(self, run_id: str, inputs: Sequence[DatasetDigest] = ()) -> None:
-        """Files a trial's run under the grid's parent and logs its datasets, each once (runs of earlier albench
-        versions, or of runs without a parent, are caught up here)."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
+    def _trial_runs(self) -> dict[str, str]:
+        """Every trial run of the experiment by its trial_id tag, listed once (pages of 1,000): one query for a
+        whole grid, not one per trial. The driver is the store's only writer, so the list stays true."""
+        if self._runs_by_trial is None:
+            found, token = {}, None
+            while True:
+                page = self.client.search_runs(
+                    [self.experiment_id], filter_string="tags.trial_id LIKE '%'", max_results=1000, page_token=token
+                )
+                for run in page:
+                    found.setdefault(run.data.tags["trial_id"], run.info.run_id)
+                token = page.token
+                if not token:
+                    break
+            self._runs_by_trial = found
+        return self._runs_by_trial
 
-        run = self.client.get_run(run_id)
+    def link(self, run_id: str, inputs: Sequence[DatasetDigest] = ()) -> bool:
+        """Files a trial's run under the grid's parent and logs its datasets, each once (runs of earlier albench
+        versions, or of runs without a parent, are caught up here). False if the store has no such active run."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+        if run.info.lifecycle_stage != "active":
+            return False
         if self.parent_id is not None and run.data.tags.get(PARENT_TAG) != self.parent_id:
             self.client.set_tag(run_id, PARENT_TAG, self.parent_id)
         if inputs and not run.inputs.dataset_inputs:
@@ -191,6 +221,7 @@ class Tracker:
                 for d in inputs
             ]
             self.client.log_inputs(run_id, datasets)
+        return True
 
     def _new_run(self, spec: TrialSpec, git_sha: str) -> str:
         from mlflow.entities import Param
@@ -259,16 +290,30 @@ class Tracker:
         self.client.delete_run(run_id)
         return True
 
-    def set_status(self, run_id: str, status: str) -> None:
-        """RUNNING, FINISHED, FAILED or SCHEDULED (a resumed trial's run goes back to RUNNING).
+    def set_status(self, run_id: str, status: str, end_ms: int | None = None, previous: str | None = None) -> None:
+        """RUNNING, FINISHED, FAILED or SCHEDULED (a resumed trial's run goes back to RUNNING); `end_ms`: when the
+        trial ended (MLflow may be told late); `previous`: the status this process set last, if any.
 
         A run that already ended with this status keeps its end time: every later `albench run` of the grid
         plans its DONE trials again, and terminating their runs anew would stretch each one's duration in the
         UI to that later run (hours, for trials of seconds)."""
+        if previous == status:
+            return
         if status in ("FINISHED", "FAILED", "KILLED"):
-            info = self.client.get_run(run_id).info
-            if info.status == status and info.end_time:
-                return
-            self.client.set_terminated(run_id, status)
+            if previous is None:  # not set by this process: read it
+                info = self.client.get_run(run_id).info
+                if info.status == status and info.end_time:
+                    return
+            self.client.set_terminated(run_id, status, end_time=end_ms)
         else:
             self.client.update_run(run_id, status=status)
+
+    def fingerprint(self, run_id: str, n_rounds: int, status: str | None) -> str:
+        """What a trial's run holds, in one string a ledger entry keeps: this store, experiment and parent, the run,
+        how many rounds, and its status. A later run that computes the same string for a finished trial knows
+        MLflow has all of it, without asking."""
+        return f"{self.where()}|{run_id}|{n_rounds}|{status}"
+
+    def where(self) -> str:
+        """This store, experiment and grid parent run, as one string."""
+        return f"{self.uri}|{self.experiment_id}|{self.parent_id}"

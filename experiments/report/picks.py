@@ -28,23 +28,27 @@ def pick_counts(rounds: pd.DataFrame, results: Path) -> tuple[pd.DataFrame, list
     """Tidy (dataset, regime, strategy, round, class, count): mean picks per class over seeds; and the datasets
     whose labels are not stored (an older results folder: `albench run` on it stores them)."""
     picked = rounds[rounds["selected"].map(len) > 0]
-    records, absent = [], []
-    for spec_json, part in picked.groupby("spec", sort=False):
-        key = dataset_key_of(spec_json)
+    keys = {spec: dataset_key_of(spec) for spec in picked["spec"].unique()}  # one parse per trial, not per row
+    labels_of: dict[str, np.ndarray | None] = {}
+    for key in set(keys.values()):  # one file per dataset
         path = labels_file(results, key)
-        if not path.exists():
-            absent.append(json.loads(key)["name"])
+        labels_of[key] = np.load(path) if path.exists() else None
+    absent = sorted({json.loads(key)["name"] for key, labels in labels_of.items() if labels is None})
+    frames = []
+    for key, part in picked.groupby(picked["spec"].map(keys), sort=False):
+        labels = labels_of[key]
+        if labels is None:
             continue
-        labels = np.load(path)
         n_classes = int(labels.max()) + 1
-        for row in part.itertuples():
-            counts = np.bincount(labels[np.asarray(row.selected, dtype=np.int64)], minlength=n_classes)
-            for cls, count in enumerate(counts):
-                records.append((row.dataset, row.regime, row.strategy, row.seed, row.round, cls, int(count)))
+        counts = np.stack(
+            [np.bincount(labels[np.asarray(s, dtype=np.int64)], minlength=n_classes) for s in part["selected"]]
+        )
+        ids = part[[*GROUP, "strategy", "seed", "round"]].loc[part.index.repeat(n_classes)].reset_index(drop=True)
+        frames.append(ids.assign(**{"class": np.tile(np.arange(n_classes), len(part)), "count": counts.ravel()}))
     columns = [*GROUP, "strategy", "seed", "round", "class", "count"]
-    frame = pd.DataFrame(records, columns=columns)
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     tidy = frame.groupby([*GROUP, "strategy", "round", "class"], as_index=False)["count"].mean()
-    return tidy, sorted(set(absent))
+    return tidy, absent
 
 
 def balance(counts: np.ndarray) -> np.ndarray:

@@ -100,9 +100,84 @@ def test_a_crash_between_checkpoint_and_sinks_is_caught_up_by_the_next_plan(fini
     assert item.entry.rounds_done == 3 and item.entry.status == TrialStatus.PENDING
     assert sorted(rows["round"]) == [0, 1, 2] and not rows.duplicated(["trial_id", "round"]).any()
     assert rows.sort_values("round")["train_seconds"].tolist() == [r.train_seconds for r in states[2].records]
+    assert caught_up.settle() == 0  # MLflow, written by the sink's thread, is up to date
     assert mlflow_runs(results, "tests") == {spec.trial_id: ("SCHEDULED", [10, 20, 30])}
     caught_up.plan([spec], report=lambda line: None)  # again: nothing duplicated
+    caught_up.settle()
     assert len(read_rounds(results)) == 3 and mlflow_runs(results, "tests")[spec.trial_id][1] == [10, 20, 30]
+
+
+def finish(keeper: Bookkeeper, tmp_path, spec, states) -> None:
+    (item,) = keeper.plan([spec], report=lambda line: None)
+    keeper.start(item)
+    for state in states:
+        keeper.record(item, checkpoint(tmp_path, state), state.records, {})
+    keeper.finish(item)
+    assert keeper.settle() == 0
+
+
+class Counting:
+    """An MlflowClient whose every call is counted (and still made)."""
+
+    def __init__(self, client) -> None:
+        self.client, self.calls = client, []
+
+    def __getattr__(self, name):
+        self.calls.append(name)
+        return getattr(self.client, name)
+
+
+def test_a_finished_trial_is_replanned_without_reading_its_checkpoint_or_asking_mlflow(finished, tmp_path, monkeypatch):
+    spec, states = finished
+    results = tmp_path / "results"
+    finish(keeper_with_mlflow(results), tmp_path, spec, states)
+    synced = read_entry(results, spec.trial_id).mlflow_synced
+    assert synced.endswith("|4|FINISHED"), synced
+
+    import orchestrator.bookkeeper as bookkeeper
+
+    def no_checkpoint(*args):
+        raise AssertionError("a finished, filed trial's checkpoint was read")
+
+    monkeypatch.setattr(bookkeeper, "read_records", no_checkpoint)
+    monkeypatch.setattr(bookkeeper, "checkpoint_exists", no_checkpoint)
+    again = keeper_with_mlflow(results)
+    again.tracker.client = counting = Counting(again.tracker.client)
+    (item,) = again.plan([spec], report=lambda line: None)
+    assert again.settle() == 0
+    assert item.complete and item.entry.status == TrialStatus.DONE and counting.calls == []
+
+    # MLflow not known to hold it (an entry of an albench before fingerprints): projected again, and known after
+    monkeypatch.undo()
+    entry = read_entry(results, spec.trial_id)
+    entry.mlflow_synced = ""
+    from orchestrator.ledger import write_entry
+
+    write_entry(results, entry)
+    behind = keeper_with_mlflow(results)
+    behind.tracker.client = counting = Counting(behind.tracker.client)
+    behind.plan([spec], report=lambda line: None)
+    assert behind.settle() == 0 and "get_metric_history" in counting.calls
+    assert read_entry(results, spec.trial_id).mlflow_synced == synced
+    assert mlflow_runs(results, "tests") == {spec.trial_id: ("FINISHED", [10, 20, 30, 40])}
+
+
+def test_a_run_that_mlflow_lost_is_found_again_by_its_tag_or_made_anew(finished, tmp_path):
+    spec, states = finished
+    results = tmp_path / "results"
+    finish(keeper_with_mlflow(results), tmp_path, spec, states)
+    entry = read_entry(results, spec.trial_id)
+    keeper = keeper_with_mlflow(results)
+    keeper.tracker.client.delete_run(entry.mlflow_run_id)  # deleted in the UI
+    entry.mlflow_synced = ""
+    from orchestrator.ledger import write_entry
+
+    write_entry(results, entry)
+    keeper.plan([spec], report=lambda line: None)
+    assert keeper.settle() == 0
+    (run_id, (status, steps)) = next(iter(mlflow_runs(results, "tests").items()))
+    assert (status, steps) == ("FINISHED", [10, 20, 30, 40])
+    assert read_entry(results, spec.trial_id).mlflow_run_id not in (None, entry.mlflow_run_id)
 
 
 def test_a_moved_results_folder_still_finds_its_checkpoints(finished, tmp_path):

@@ -3,8 +3,6 @@ sharded scoring, MLflow in SQLite and on a real tracking server."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -22,6 +20,7 @@ from orchestrator.local import run_grid_locally
 from orchestrator.ray_runner import run_grid_on_ray
 from orchestrator.tracking import Tracker, default_tracking_uri
 from tests.orchestrator.readers import mlflow_runs, records
+from tests.orchestrator.servers import MlflowServer
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -40,9 +39,9 @@ def grid_of(name, strategies=("random", "lplgrad"), seeds=(0,), epochs=4, **reso
     )
 
 
-def on_ray(grid, results, tracking_uri=None, **options):
+def on_ray(grid, results, tracking_uri=None, report=lambda line: None, **options):
     keeper = Bookkeeper(results, Tracker(tracking_uri or default_tracking_uri(results), grid.name, results))
-    return run_grid_on_ray(grid, keeper, report=lambda line: None, **options)
+    return run_grid_on_ray(grid, keeper, report=report, **options)
 
 
 def in_process(grid, results):
@@ -57,6 +56,7 @@ def test_a_grid_on_ray_matches_the_in_process_run_and_fills_both_sinks_once(node
     pd.testing.assert_frame_equal(records(tmp_path / "ray"), records(tmp_path / "local"))
     points = mlflow_runs(tmp_path / "ray", grid.name)
     assert len(points) == 4 and all(p == ("FINISHED", [10, 20, 30, 40, 50]) for p in points.values())
+    assert tune_checkpoints(tmp_path / "ray") == ledger_checkpoints(tmp_path / "ray"), "one checkpoint per trial"
 
     # adding a seed runs only the new trials; the finished ones keep their rows, runs and points
     more = grid_of("ray-basic", seeds=(0, 1, 2))
@@ -67,6 +67,18 @@ def test_a_grid_on_ray_matches_the_in_process_run_and_fills_both_sinks_once(node
     kept = after[after["trial_id"].isin(before["trial_id"])].sort_values(["trial_id", "round"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, before.sort_values(["trial_id", "round"]).reset_index(drop=True))
     assert len(mlflow_runs(tmp_path / "ray", grid.name)) == 6
+    assert tune_checkpoints(tmp_path / "ray") == ledger_checkpoints(tmp_path / "ray")
+
+
+def tune_checkpoints(results: Path) -> set[Path]:
+    """The trials' Tune checkpoint folders on disk (not the round-0 fits', which a Tune run of their own holds)."""
+    found = (results / "tune").rglob("checkpoint_*")
+    return {p.resolve() for p in found if p.is_dir() and "-round0-" not in str(p)}
+
+
+def ledger_checkpoints(results: Path) -> set[Path]:
+    keeper = Bookkeeper(results, None)
+    return {Path(keeper.checkpoint_of(e)).resolve() for e in read_all(results)}
 
 
 def test_four_trials_run_at_once_each_seeing_only_its_own_gpu(node_with_4_cpus_4_fake_gpus, tmp_path):
@@ -106,7 +118,7 @@ def test_trials_that_ask_for_no_gpu_see_none_on_a_gpu_node(node_with_8_cpus_2_fa
 
 
 def test_two_nodes_share_the_trials_and_a_grid_survives_losing_one(
-    two_nodes_with_2_cpus_each, ray_head_without_cpus, tmp_path
+    two_nodes_with_2_cpus_each, ray_head_without_cpus, tmp_path, capfd
 ):
     grid = grid_of("lost-node", strategies=("random", "ent_gradnorm"), seeds=(0, 1), epochs=25)
     doomed = two_nodes_with_2_cpus_each[1]
@@ -124,10 +136,18 @@ def test_two_nodes_share_the_trials_and_a_grid_survives_losing_one(
 
     watcher = threading.Thread(target=remove_the_node_mid_trial)
     watcher.start()
-    entries = on_ray(grid, tmp_path, max_failures=3)
+    lines: list[str] = []
+    entries = on_ray(grid, tmp_path, max_failures=3, report=lines.append)
     watcher.join()
     assert removed.is_set(), "a trial ran on the second node and the node was removed mid-trial"
     assert {e.status for e in entries} == {"done"}
+    said = [line for line in lines if "retrying from round" in line]
+    assert said and all(f"node {doomed.node_id[:12]} (" in line and "was lost" in line for line in said), lines
+    assert all("\n" not in line and "Traceback" not in line for line in lines), "one line each, no traceback"
+    console = capfd.readouterr()
+    assert "(raylet)" not in console.out + console.err and "Traceback" not in console.err, "no Ray dump"
+    rows = read_rounds(tmp_path)
+    assert len(rows) == 4 * 5 and not rows.duplicated(["trial_id", "round"]).any(), "every row once"
     nodes_used = {node for e in read_all(tmp_path) for node in e.nodes}
     assert len(nodes_used) == 2, "trials spread over both nodes"
     assert any(e.nodes[0] == doomed.node_id and len(e.nodes) > 1 for e in read_all(tmp_path)), "a trial moved"
@@ -174,53 +194,56 @@ def test_trials_start_longest_first(node_with_2_cpus, tmp_path):
     assert sorted(started, key=started.get) == ["exp_gradnorm", "entropy", "random"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def mlflow_server_on_loopback(tmp_path):
-    """A real `mlflow server` process on 127.0.0.1 with its own SQLite store."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--default-artifact-root",
-            str(tmp_path / "art"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("mlflow server did not start within 90 s")
-    yield f"http://127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=30)
+def mlflow_server(tmp_path):
+    """A real `mlflow server` process on 127.0.0.1 with its own SQLite store; the test may stop and restart it."""
+    server = MlflowServer(tmp_path / "server")
+    server.start()
+    yield server
+    server.stop()
 
 
-def test_results_reach_a_real_tracking_server(node_with_2_cpus, mlflow_server_on_loopback, tmp_path):
+def test_results_reach_a_real_tracking_server(node_with_2_cpus, mlflow_server, tmp_path, capfd):
     grid = grid_of("server", seeds=(0,))
-    on_ray(grid, tmp_path, tracking_uri=mlflow_server_on_loopback)
-    points = mlflow_runs(tmp_path, grid.name, mlflow_server_on_loopback)
+    on_ray(grid, tmp_path, tracking_uri=mlflow_server.uri)
+    points = mlflow_runs(tmp_path, grid.name, mlflow_server.uri)
     assert len(points) == 2 and all(p == ("FINISHED", [10, 20, 30, 40, 50]) for p in points.values())
     assert not (tmp_path / "mlflow.db").exists(), "no SQLite store beside a tracking server"
+    assert "View run" not in capfd.readouterr().out, "MLflow's own links stay off albench's console"
+
+
+def test_a_tracking_server_that_goes_away_mid_grid_stalls_no_trial_and_mlflow_ends_complete(
+    node_with_2_cpus, mlflow_server, tmp_path, monkeypatch
+):
+    # MLflow's client gives up on a refused call at once, so albench's own retries are what bring it back
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    grid = grid_of("outage", strategies=("random", "entropy"), seeds=(0, 1), epochs=25)
+    rows = lambda: sum(e.rounds_done for e in read_all(tmp_path))  # noqa: E731
+    seen: dict[str, int] = {}
+
+    def stop_then_start_the_server():
+        wait_for(lambda: rows() >= 2)
+        mlflow_server.stop()
+        seen["at_stop"] = rows()
+        wait_for(lambda: rows() >= seen["at_stop"] + 6, timeout_s=240)  # the trials go on without it
+        seen["at_start"] = rows()
+        mlflow_server.start()
+
+    outage = threading.Thread(target=stop_then_start_the_server)
+    outage.start()
+    lines: list[str] = []
+    entries = on_ray(grid, tmp_path, tracking_uri=mlflow_server.uri, report=lines.append)
+    outage.join()
+    assert {e.status for e in entries} == {"done"}
+    assert seen["at_start"] >= seen["at_stop"] + 6, f"rows filed while MLflow was away: {seen}"
+    assert any("MLflow at" in line and "failed" in line for line in lines), lines
+    assert any("MLflow is reachable again" in line for line in lines), lines
+    points = mlflow_runs(tmp_path, grid.name, mlflow_server.uri)  # every point once, every run finished
+    assert len(points) == 4 and all(p == ("FINISHED", [10, 20, 30, 40, 50]) for p in points.values()), points
+    assert all(e.mlflow_synced.endswith("|5|FINISHED") for e in read_all(tmp_path)), "the ledger knows it"
+
+
+def wait_for(condition, timeout_s: float = 180) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and not condition():
+        time.sleep(0.2)
