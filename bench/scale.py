@@ -63,6 +63,7 @@ def albench(checkout: Path, *args: str, watch: Callable[[subprocess.Popen], None
     `watch`: called in a thread with the running process (the profiler)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(checkout)
+    os.sync()  # the previous run's checkpoints (GBs at 400 trials) are on disk, not written back during this one
     start = time.perf_counter()
     command = [sys.executable, "-c", DRIVER, *args]
     process = subprocess.Popen(
@@ -185,6 +186,7 @@ def run_floor(n: int, rounds: int, size: int, round_s: float) -> dict:
 def floor(n: int, size: int, round_s: float) -> dict:
     args = ["--floor", str(n), "--floor-bytes", str(size), "--floor-round-s", str(round_s)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    os.sync()
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "bench.scale", *args], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -199,7 +201,8 @@ def floor(n: int, size: int, round_s: float) -> dict:
 
 def table(rows: list[dict], start: float) -> str:
     head = (
-        "| path | trials | wall s | trials' own s | wall / trial s | driver busy | floor wall s | albench / floor "
+        "| path | trials | wall s | trials' own s | wall / trial s | driver busy | floor wall s (before, after) "
+        "| albench / floor "
         "| no-op re-run s | beyond start-up s | status s | table s | report s |\n" + "| --- " * 13 + "|\n"
     )
     lines = []
@@ -208,10 +211,13 @@ def table(rows: list[dict], start: float) -> str:
         run, per = r["run"], r["run"]["wall"] / r["n"]
         floor_wall = r.get("floor", {}).get("wall")
         ratio = f"{run['wall'] / floor_wall:.2f}x" if floor_wall else "-"
+        runs = r.get("floor", {}).get("runs", [])
+        shown = f"{floor_wall:.1f}" if floor_wall else "-"
+        shown += f" ({runs[0]['wall']:.0f}, {runs[1]['wall']:.0f})" if runs else ""
         growth = f" ({per / base[r['path']]:.2f}x at 100)" if r["path"] in base and r["n"] != 100 else ""
         lines.append(
             f"| {r['path']} | {r['n']} | {run['wall']:.1f} | {r['own']:.1f} | {per:.3f}{growth} | "
-            f"{run['cpu'] / run['command']:.0%} | {floor_wall or 0:.1f} | {ratio} | {r['noop']['wall']:.1f} | "
+            f"{run['cpu'] / run['command']:.0%} | {shown} | {ratio} | {r['noop']['wall']:.1f} | "
             f"{r['noop']['wall'] - start:.1f} | {r['status']:.1f} | {r['table']:.1f} | {r['report']:.1f} |"
         )
     return head + "\n".join(lines) + "\n"
@@ -242,19 +248,25 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         sizes = [int(s) for s in args.sizes.split(",")]
+        probe = measure_albench(checkout, 8, "in-process", Path(tmp))  # a trial's seconds a round, checkpoint size
+        shape = (probe["bytes"], probe["own"] / (8 * N_ROUNDS))
         for n in sizes:
             for path in args.paths.split(","):
                 profile_s = args.profile if path == "ray" and n == max(sizes) else 0
+                # the floor on both sides of albench's run: this machine's speed drifts over minutes
+                before = floor(n, *shape) if path == "ray" and not args.no_floor else None
                 row = {"n": n, "path": path, **measure_albench(checkout, n, path, Path(tmp), profile_s)}
-                if path == "ray" and not args.no_floor:
-                    round_s = row["own"] / (n * N_ROUNDS)
-                    row["floor"] = floor(n, row["bytes"], round_s)
+                if before is not None:
+                    shape = (row["bytes"], row["own"] / (n * N_ROUNDS))
+                    after = floor(n, *shape)
+                    row["floor"] = {"wall": (before["wall"] + after["wall"]) / 2, "runs": [before, after]}
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "profile"}), flush=True)
     text = (
         f"# bench.scale: `albench run` on growing grids of tiny trials, beside a bare-Tune floor\n\n"
         f"{machine_header(1)}\n\nalbench at {sha.stdout.strip()}; command: `python -m bench.scale "
-        f"--sizes {args.sizes} --paths {args.paths}`; start-up (a process importing what `albench run` imports) "
+        f"--sizes {args.sizes} --paths {args.paths}`; floor: the mean of a bare-Tune run just before "
+        f"and one just after albench's; start-up (a process importing what `albench run` imports) "
         f"{start:.1f} s\n\n{table(rows, start)}"
     )
     for row in rows:

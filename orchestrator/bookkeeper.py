@@ -63,6 +63,7 @@ class Bookkeeper(CarryOver):
         self.mlflow_wait_s = mlflow_wait_s
         self._entries: dict[str, TrialEntry] = {}  # the planned trials' entries: the sink's news lands in them
         self._specs: dict[str, TrialSpec] = {}
+        self._unwritten: set[str] = set()  # entries whose MLflow news is not yet on disk
 
     @classmethod
     def tracking(
@@ -199,9 +200,9 @@ class Bookkeeper(CarryOver):
         """MLflow is on and no sink thread is inside a call (it is, after a run that could not reach the server)."""
         return self.tracker is not None and self.sink.idle
 
-    def mlflow_behind(self) -> int:
-        """How many trials' MLflow runs are not yet up to date with their rows."""
-        return 0 if self.sink is None else self.sink.behind()
+    def mlflow_lag_s(self) -> float:
+        """How long the oldest change not yet in MLflow has waited (a slow tracking server)."""
+        return 0.0 if self.sink is None else self.sink.lag_s()
 
     def settle(self, report: Callable[[str], None] = print) -> int:
         """After a run: waits up to `mlflow_wait_s` for MLflow to hold every round and status, files what it holds
@@ -209,7 +210,7 @@ class Bookkeeper(CarryOver):
         if self.sink is None:
             return 0
         left = self.sink.settle(self.mlflow_wait_s)
-        self._file_synced()
+        self._file_synced(persist=True)
         if left:
             report(
                 f"MLflow at {self.tracker.uri} is {left} trials behind after waiting {self.mlflow_wait_s:.0f} s "
@@ -246,13 +247,13 @@ class Bookkeeper(CarryOver):
     # MLflow goes through the sink's thread (`orchestrator.mlflow_sink`): the ledger and rows are written here,
     # first; the sink's news (a run's id, what it holds) is filed in the ledger at the next event.
     def _open_run(self, spec: TrialSpec, entry: TrialEntry, inputs: list[DatasetDigest]) -> None:
-        if self.sink is not None:
+        if self.sink is not None:  # the entry is written by the status `plan` sets next
             self.sink.want(spec, entry.mlflow_run_id, inputs=inputs)
-        write_entry(self.results, entry)
 
     def _project(self, spec: TrialSpec, entry: TrialEntry, uri: str, records: list[RoundRecord]) -> None:
         entry.checkpoint, entry.rounds_done = self.stored(uri), len(records)
         write_entry(self.results, entry)
+        self._unwritten.discard(entry.trial_id)
         write_rounds(self.results, rows_of(spec, records))
         if self.sink is not None:
             self.sink.want(spec, entry.mlflow_run_id, records=records)
@@ -263,16 +264,23 @@ class Bookkeeper(CarryOver):
             raise StatusError(f"trial {entry.trial_id} ({entry.label}): {entry.status} -> {status} is not allowed")
         entry.status, entry.error = status, error
         write_entry(self.results, entry)
+        self._unwritten.discard(entry.trial_id)
         if self.sink is not None:
             self.sink.want(self._spec_of(entry), entry.mlflow_run_id, status=MLFLOW_STATUS[status])
 
     def _spec_of(self, entry: TrialEntry) -> TrialSpec:
         return self._specs.get(entry.trial_id) or TrialSpec.model_validate_json(entry.spec)
 
-    def _file_synced(self) -> None:
-        """The sink's applied states into the ledger: each trial's run id and what its run holds."""
+    def _file_synced(self, persist: bool = False) -> None:
+        """The sink's applied states into the ledger entries: each trial's run id and what its run holds. Written
+        with the entry's next change, or at `settle` (`persist`): a run id not yet written is found again by its
+        tag, and a fingerprint not yet written only makes the next plan project that trial once more."""
         for synced in self.sink.take_synced():
             entry = self._entries.get(synced.trial_id)
             if entry is not None:
                 entry.mlflow_run_id, entry.mlflow_synced = synced.run_id, synced.fingerprint
-                write_entry(self.results, entry)
+                self._unwritten.add(synced.trial_id)
+        if persist:
+            for trial_id in self._unwritten:
+                write_entry(self.results, self._entries[trial_id])
+            self._unwritten.clear()

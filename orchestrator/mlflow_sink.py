@@ -25,6 +25,9 @@ from orchestrator.inputs import DatasetDigest
 from orchestrator.tracking import Tracker
 
 MAX_PAUSE_S = 15.0  # the longest pause between two tries while the tracking server is away
+# a trial's changes are applied this long after the first of them: a short trial's run is created, logged and
+# ended in one go (each MLflow call costs the driver's CPU), while a long trial's points lag by about a second
+GATHER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class Synced:
 @dataclass
 class _Queue:
     wanted: dict[str, Wanted] = field(default_factory=dict)
-    dirty: OrderedDict[str, None] = field(default_factory=OrderedDict)  # trial ids to apply, oldest change first
+    # trial id -> when its oldest change not yet applied was wanted (monotonic s), oldest first
+    dirty: OrderedDict[str, float] = field(default_factory=OrderedDict)
     synced: list[Synced] = field(default_factory=list)  # applied, not yet taken by the bookkeeper
     busy: bool = False
 
@@ -65,15 +69,15 @@ class MlflowSink:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._settling = False
         self._linked: set[str] = set()  # trial ids whose run was linked to the parent and its datasets
-        self._status_of: dict[str, str] = {}  # run id -> the status this process last set
         self.error: str | None = None  # the last failure while the server is away
 
     def __getstate__(self) -> dict:
         """Tune pickles its callbacks (and so the bookkeeper) into its experiment state: a copy has no thread and
         nothing queued, and is never used to write."""
         state = self.__dict__.copy()
-        state.update(_queue=_Queue(), _cond=None, _thread=None)
+        state.update(_queue=_Queue(), _cond=None, _thread=None, report=print)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -92,7 +96,7 @@ class MlflowSink:
         with self._cond:
             known = self._queue.wanted.get(spec.trial_id) or Wanted(spec)
             self._queue.wanted[spec.trial_id] = replace(known, spec=spec, run_id=known.run_id or run_id, **changes)
-            self._queue.dirty[spec.trial_id] = None
+            self._queue.dirty.setdefault(spec.trial_id, time.monotonic())
             self._start()
             self._cond.notify_all()
 
@@ -107,14 +111,22 @@ class MlflowSink:
         with self._cond:
             return len(self._queue.dirty) + self._queue.busy
 
+    def lag_s(self) -> float:
+        """How long the oldest change not yet in MLflow has waited (0 when it holds everything)."""
+        with self._cond:
+            oldest = next(iter(self._queue.dirty.values()), None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
     def settle(self, timeout_s: float) -> int:
         """Waits up to `timeout_s` for every run to be up to date, then stops the thread; returns how many trials
         are still behind (then the thread may still be inside one call: the tracker is not to be used)."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
+            self._settling = True  # no gathering: everything now
+            self._cond.notify_all()
             while (self._queue.dirty or self._queue.busy) and time.monotonic() < deadline:
                 self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
-            self._stopping = True
+            self._stopping, self._settling = True, False
             self._cond.notify_all()
             left = len(self._queue.dirty) + self._queue.busy
         if self._thread is not None:
@@ -138,8 +150,11 @@ class MlflowSink:
 
     def _next(self) -> Wanted | None:
         with self._cond:
-            while not self._queue.dirty and not self._stopping:
-                self._cond.wait()
+            while not self._stopping:
+                oldest = next(iter(self._queue.dirty.values()), None)
+                if oldest is not None and (self._settling or time.monotonic() >= oldest + GATHER_S):
+                    break
+                self._cond.wait(None if oldest is None else oldest + GATHER_S - time.monotonic())
             if self._stopping:
                 return None
             trial_id, _ = self._queue.dirty.popitem(last=False)
@@ -171,8 +186,8 @@ class MlflowSink:
     def _failed(self, wanted: Wanted, error: Exception) -> None:
         with self._cond:
             self._queue.busy = False
-            self._queue.dirty[wanted.spec.trial_id] = None
-            self._queue.dirty.move_to_end(wanted.spec.trial_id, last=False)  # first again: order is kept
+            self._queue.dirty[wanted.spec.trial_id] = time.monotonic() - GATHER_S  # first again, due at once
+            self._queue.dirty.move_to_end(wanted.spec.trial_id, last=False)
             self._cond.notify_all()
         first = self.error is None
         lines = str(error).strip().splitlines()
@@ -189,10 +204,9 @@ class MlflowSink:
         if spec.trial_id not in self._linked:  # once per process: filed under the parent, datasets logged
             # a run id the store does not know (deleted, or of another store) is found again by tag, or created
             if run_id is None or not tracker.link(run_id, wanted.inputs or ()):
-                run_id = tracker.run_for(spec, self.git_sha, wanted.inputs or ())
+                run_id = tracker.run_for(spec, self.git_sha, wanted.inputs or (), wanted.status or "SCHEDULED")
             self._linked.add(spec.trial_id)
         tracker.log_rounds(run_id, list(wanted.records))
         if wanted.status is not None:
-            tracker.set_status(run_id, wanted.status, wanted.status_ms, self._status_of.get(run_id))
-            self._status_of[run_id] = wanted.status
+            tracker.set_status(run_id, wanted.status, wanted.status_ms)
         return Synced(spec.trial_id, run_id, tracker.fingerprint(run_id, len(wanted.records), wanted.status))

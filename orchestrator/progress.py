@@ -8,6 +8,7 @@ from collections.abc import Callable
 from orchestrator.ledger import TrialEntry, TrialStatus
 
 INTERVAL_S = 10.0  # seconds between progress lines
+LAG_SHOWN_S = 30.0  # MLflow's lag behind the rows is shown from this many seconds on
 
 
 def _duration(seconds: float) -> str:
@@ -25,10 +26,10 @@ class Progress:
         report: Callable[[str], None],
         interval_s: float | None = None,
         waiting: Callable[[], str | None] | None = None,
-        behind: Callable[[], int] | None = None,
+        behind: Callable[[], float] | None = None,
     ) -> None:
         """`waiting`: why no trial can start (e.g. the cluster is too small for one), shown while none runs;
-        `behind`: how many trials' MLflow runs lag behind their rows (a slow tracking server), shown when some do."""
+        `behind`: how long MLflow has lagged behind the rows (a slow tracking server), shown past `LAG_SHOWN_S`."""
         self.entries = entries
         self.waiting = waiting
         self.behind = behind
@@ -52,8 +53,8 @@ class Progress:
             f"{counts[TrialStatus.FAILED]} failed, {counts[TrialStatus.PENDING]} pending | "
             f"rounds {rounds}/{total} | ETA {eta}"
         )
-        lag = self.behind() if self.behind is not None else 0
-        line += f" | MLflow {lag} trials behind" if lag > 1 else ""
+        lag = self.behind() if self.behind is not None else 0.0
+        line += f" | MLflow {_duration(lag)} behind" if lag > LAG_SHOWN_S else ""
         idle = counts[TrialStatus.RUNNING] == 0 and counts[TrialStatus.PENDING] > 0
         reason = self.waiting() if idle and self.waiting is not None else None
         return f"{line} | cannot start: {reason}" if reason else line

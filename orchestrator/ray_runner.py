@@ -133,7 +133,7 @@ def _run(grid, keeper, address, data_root, max_failures, storage_path, report, s
         tune.with_parameters(run_one, datasets=used), tune.PlacementGroupFactory([bundle] * n_shards)
     )
     waiting = (lambda: shortfall(bundle, n_shards, ray.cluster_resources())) if stalled else None
-    progress = Progress(entries, report, waiting=waiting, behind=keeper.mlflow_behind)
+    progress = Progress(entries, report, waiting=waiting, behind=keeper.mlflow_lag_s)
     callback = make_callback(planned, keeper, progress, report, storage)
     tuner = tune.Tuner(
         trainable,

@@ -76,6 +76,7 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._logged: dict[str, set[int]] = {}  # run id -> steps already logged
         self._runs_by_trial: dict[str, str] | None = None  # trial id -> run id, listed once when first needed
+        self._status: dict[str, str] = {}  # run id -> the status this tracker set last (it is the only writer)
         self.experiment, self.results = experiment, Path(results)
         self.parent_id: str | None = None  # set by open_grid: every trial run is filed under it
         found = self.client.get_experiment_by_name(experiment)
@@ -170,13 +171,18 @@ class Tracker:
         return get_artifact_repository(self.client.get_run(run_id).info.artifact_uri, tracking_uri=self.uri)
 
     # -- the trials' runs
-    def run_for(self, spec: TrialSpec, git_sha: str, inputs: Sequence[DatasetDigest] = ()) -> str:
-        """The trial's own run: found by its trial_id tag, else created with the resolved spec as params; filed
-        under the grid's parent run, with its datasets as inputs."""
+    def run_for(
+        self, spec: TrialSpec, git_sha: str, inputs: Sequence[DatasetDigest] = (), status: str = "SCHEDULED"
+    ) -> str:
+        """The trial's own run: found by its trial_id tag, else created with the resolved spec as params (and
+        `status`); filed under the grid's parent run, with its datasets as inputs."""
         run_id = self._trial_runs().get(spec.trial_id)
         if run_id is None:
-            run_id = self._runs_by_trial[spec.trial_id] = self._new_run(spec, git_sha)
-        self.link(run_id, inputs)
+            run_id = self._runs_by_trial[spec.trial_id] = self._new_run(spec, git_sha, status)
+            self._log_inputs(run_id, inputs)  # a new run: filed under the parent at creation, nothing logged yet
+            self._logged[run_id] = set()
+        else:
+            self.link(run_id, inputs)
         return run_id
 
     def _trial_runs(self) -> dict[str, str]:
@@ -199,7 +205,6 @@ class Tracker:
     def link(self, run_id: str, inputs: Sequence[DatasetDigest] = ()) -> bool:
         """Files a trial's run under the grid's parent and logs its datasets, each once (runs of earlier albench
         versions, or of runs without a parent, are caught up here). False if the store has no such active run."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.exceptions import MlflowException
 
         try:
@@ -212,7 +217,14 @@ class Tracker:
             return False
         if self.parent_id is not None and run.data.tags.get(PARENT_TAG) != self.parent_id:
             self.client.set_tag(run_id, PARENT_TAG, self.parent_id)
-        if inputs and not run.inputs.dataset_inputs:
+        if not run.inputs.dataset_inputs:
+            self._log_inputs(run_id, inputs)
+        return True
+
+    def _log_inputs(self, run_id: str, inputs: Sequence[DatasetDigest]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        if inputs:
             datasets = [
                 DatasetInput(
                     Dataset(d.name, d.digest, "albench", json.dumps(d.source), profile=json.dumps(d.profile)),
@@ -221,9 +233,8 @@ class Tracker:
                 for d in inputs
             ]
             self.client.log_inputs(run_id, datasets)
-        return True
 
-    def _new_run(self, spec: TrialSpec, git_sha: str) -> str:
+    def _new_run(self, spec: TrialSpec, git_sha: str, status: str) -> str:
         from mlflow.entities import Param
 
         tags = {
@@ -236,6 +247,8 @@ class Tracker:
             "model": spec.model,
             "git_sha": git_sha,
         }
+        if self.parent_id is not None:
+            tags[PARENT_TAG] = self.parent_id
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.label)
         resolved = spec.model_dump(mode="json")
         # every setting of the strategy, defaults included, so the UI compares variants column by column
@@ -246,7 +259,9 @@ class Tracker:
         for start in range(0, len(names), 100):  # MLflow takes at most 100 params per batch
             batch = [Param(k, params[k][:6000]) for k in names[start : start + 100]]
             self.client.log_batch(run.info.run_id, params=batch)
-        self.client.update_run(run.info.run_id, status="SCHEDULED")
+        self._status[run.info.run_id] = "RUNNING"  # as MLflow creates a run
+        if status == "SCHEDULED":  # an ended status is set by `set_status`, with the trial's own end time
+            self.set_status(run.info.run_id, status)
         return run.info.run_id
 
     def log_rounds(self, run_id: str, records: list[RoundRecord]) -> int:
@@ -290,23 +305,26 @@ class Tracker:
         self.client.delete_run(run_id)
         return True
 
-    def set_status(self, run_id: str, status: str, end_ms: int | None = None, previous: str | None = None) -> None:
+    def set_status(self, run_id: str, status: str, end_ms: int | None = None) -> None:
         """RUNNING, FINISHED, FAILED or SCHEDULED (a resumed trial's run goes back to RUNNING); `end_ms`: when the
-        trial ended (MLflow may be told late); `previous`: the status this process set last, if any.
+        trial ended (MLflow may be told late). A status this tracker set last is not set again.
 
         A run that already ended with this status keeps its end time: every later `albench run` of the grid
         plans its DONE trials again, and terminating their runs anew would stretch each one's duration in the
         UI to that later run (hours, for trials of seconds)."""
+        previous = self._status.get(run_id)
         if previous == status:
             return
         if status in ("FINISHED", "FAILED", "KILLED"):
             if previous is None:  # not set by this process: read it
                 info = self.client.get_run(run_id).info
                 if info.status == status and info.end_time:
+                    self._status[run_id] = status
                     return
             self.client.set_terminated(run_id, status, end_time=end_ms)
         else:
             self.client.update_run(run_id, status=status)
+        self._status[run_id] = status
 
     def fingerprint(self, run_id: str, n_rounds: int, status: str | None) -> str:
         """What a trial's run holds, in one string a ledger entry keeps: this store, experiment and parent, the run,

@@ -162,6 +162,16 @@ def test_a_finished_trial_is_replanned_without_reading_its_checkpoint_or_asking_
     assert mlflow_runs(results, "tests") == {spec.trial_id: ("FINISHED", [10, 20, 30, 40])}
 
 
+def test_a_bookkeeper_with_its_mlflow_thread_pickles_as_tune_pickles_its_callbacks(finished, tmp_path):
+    import pickle
+
+    spec, states = finished
+    keeper = keeper_with_mlflow(tmp_path / "results")
+    keeper.plan([spec], report=lambda line: None)  # the sink's thread is running
+    copy = pickle.loads(pickle.dumps(keeper))
+    assert copy.sink.idle and copy.sink.behind() == 0 and keeper.settle() == 0
+
+
 def test_a_run_that_mlflow_lost_is_found_again_by_its_tag_or_made_anew(finished, tmp_path):
     spec, states = finished
     results = tmp_path / "results"

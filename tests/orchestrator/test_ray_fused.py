@@ -14,7 +14,7 @@ from orchestrator.bookkeeper import Bookkeeper
 from orchestrator.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.ledger import read_all
 from tests.orchestrator.readers import mlflow_runs, records
-from tests.orchestrator.test_ray import grid_of, in_process, on_ray
+from tests.orchestrator.test_ray import grid_of, in_process, ledger_checkpoints, on_ray, tune_checkpoints
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -53,6 +53,8 @@ def test_a_fused_grid_on_ray_equals_the_fused_in_process_run_and_files_every_mem
     pd.testing.assert_frame_equal(records(tmp_path / "ray"), records(tmp_path / "local"))  # bit for bit, same groups
     points = mlflow_runs(tmp_path / "ray", grid.name)
     assert len(points) == 6 and all(p == ("FINISHED", [10, 20, 30, 40, 50]) for p in points.values())
+    members = ledger_checkpoints(tmp_path / "ray")  # RUN/checkpoint_N/<member id>: one group checkpoint each
+    assert all(m.is_dir() for m in members) and tune_checkpoints(tmp_path / "ray") == {m.parent for m in members}
 
 
 def test_an_interrupted_fused_group_resumes_every_member_from_its_last_round(node_with_2_cpus, tmp_path, monkeypatch):
@@ -91,3 +93,4 @@ def test_a_failing_member_leaves_its_fused_group_and_the_others_finish(node_with
     partner = rows[rows["strategy"].eq("random") & rows["seed"].eq(0)].sort_values("round")
     assert list(partner["fused_with"].fillna(0)) == [0, 2, 2, 2, 0]  # round 3 still fused with it; round 4 alone
     assert torch.isfinite(torch.tensor(partner["train_loss"].to_numpy())).all()
+    assert all(m.is_dir() for m in ledger_checkpoints(tmp_path)), "no checkpoint a ledger entry names was removed"
