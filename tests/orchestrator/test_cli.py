@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -280,36 +279,3 @@ def test_a_rerun_of_a_finished_grid_reads_no_checkpoint_and_rebuilds_no_report_u
     more = albench_here("run", grid_file, "--results", results, "--in-process")
     assert more.returncode == 0, more.stderr
     assert index.stat().st_mtime_ns != made, "new rows: the report is made again"
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
-def test_a_lost_node_is_one_console_line_naming_it_and_ray_keeps_quiet_unless_verbose(
-    two_nodes_with_2_cpus_each, ray_head_without_cpus, tmp_path, verbose
-):
-    grid = tmp_path / "grid.yaml"
-    grid.write_text(GRID.replace("[random, lplgrad]", "[random, ent_gradnorm]").replace("epochs: 8", "epochs: 25"))
-    results, doomed = tmp_path / "r", two_nodes_with_2_cpus_each[1]
-    command = ["run", grid, "--results", results, "--address", ray_head_without_cpus.address, "--tracking-uri", "none"]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *map(str, command), *(["--verbose"] if verbose else [])],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-    def doomed_mid_trial() -> bool:
-        entries = read_all(results) if (results / "trials").is_dir() else []
-        return any(e.nodes and e.nodes[-1] == doomed.node_id and 0 < e.rounds_done < e.n_rounds for e in entries)
-
-    wait_until(lambda: doomed_mid_trial() or driver.poll() is not None)
-    assert driver.poll() is None, "a trial was mid-way on the second node"
-    ray_head_without_cpus.remove_node(doomed)
-    out, err = driver.communicate(timeout=600)
-    assert driver.returncode == 0, err[-3000:]
-    lost = [line for line in out.splitlines() if "retrying from round" in line]
-    assert lost and all(f"the node {doomed.node_id[:12]} (" in line and "was lost" in line for line in lost), out
-    chatter = [line for line in (out + err).splitlines() if re.search(r"Traceback|\(raylet\)| INFO | WARNING ", line)]
-    assert bool(chatter) == verbose, chatter[:20]

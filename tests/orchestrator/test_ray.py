@@ -3,6 +3,8 @@ sharded scoring, MLflow in SQLite and on a real tracking server."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 import threading
 import time
@@ -21,6 +23,7 @@ from orchestrator.ray_runner import run_grid_on_ray
 from orchestrator.tracking import Tracker, default_tracking_uri
 from tests.orchestrator.readers import mlflow_runs, records
 from tests.orchestrator.servers import MlflowServer
+from tests.orchestrator.test_cli import ENV, GRID, wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -247,3 +250,34 @@ def wait_for(condition, timeout_s: float = 180) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline and not condition():
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_a_lost_node_is_one_console_line_naming_it_and_ray_keeps_quiet_unless_verbose(
+    two_nodes_with_2_cpus_each, ray_head_without_cpus, tmp_path, verbose
+):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID.replace("[random, lplgrad]", "[random, ent_gradnorm]").replace("epochs: 8", "epochs: 25"))
+    results, doomed = tmp_path / "r", two_nodes_with_2_cpus_each[1]
+    command = ["run", grid, "--results", results, "--address", ray_head_without_cpus.address, "--tracking-uri", "none"]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *map(str, command), *(["--verbose"] if verbose else [])],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def doomed_mid_trial() -> bool:
+        entries = read_all(results) if (results / "trials").is_dir() else []
+        return any(e.nodes and e.nodes[-1] == doomed.node_id and 0 < e.rounds_done < e.n_rounds for e in entries)
+
+    wait_until(lambda: doomed_mid_trial() or driver.poll() is not None)
+    assert driver.poll() is None, "a trial was mid-way on the second node"
+    ray_head_without_cpus.remove_node(doomed)
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-3000:]
+    lost = [line for line in out.splitlines() if "retrying from round" in line]
+    assert lost and all(f"the node {doomed.node_id[:12]} (" in line and "was lost" in line for line in lost), out
+    chatter = [line for line in (out + err).splitlines() if re.search(r"Traceback|\(raylet\)| INFO | WARNING ", line)]
+    assert bool(chatter) == verbose, chatter[:20]
