@@ -22,7 +22,7 @@ from ray import tune
 from experiments.datasets import Dataset
 from experiments.errors import AlbenchError
 from experiments.specs import TrialSpec
-from orchestrator.bookkeeper import Bookkeeper, Planned
+from orchestrator.bookkeeper import Bookkeeper
 from orchestrator.checkpoint import load_checkpoint, load_fit, write_checkpoint_dir
 from orchestrator.cost import trial_work
 from orchestrator.gpu import out_of_memory
@@ -105,6 +105,7 @@ def _run(grid, keeper, address, data_root, max_failures, storage_path, report, s
     configs = [
         {
             "trial_id": p.spec.trial_id,
+            "label": p.spec.label,
             "spec": p.spec.model_dump_json(),
             "dataset_key": dataset_key(p.spec),
             "resume_from": keeper.checkpoint_of(p.entry),
@@ -139,8 +140,8 @@ def _run(grid, keeper, address, data_root, max_failures, storage_path, report, s
         trainable,
         param_space={"trial": tune.grid_search(configs)},
         tune_config=tune.TuneConfig(
-            trial_name_creator=_trial_name(planned),
-            trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_dirname,
             reuse_actors=True,  # a finished trial's actor takes the next one: no new process, no torch import
         ),
         run_config=run_config(grid.name, storage, max_failures, callback),
@@ -153,16 +154,18 @@ def _run(grid, keeper, address, data_root, max_failures, storage_path, report, s
     return entries
 
 
-def _trial_name(planned: dict[str, Planned]):
-    """Tune's name of a trial: the albench trial's label, or a fused group's first member's and how many more."""
+def trial_name(trial) -> str:
+    """Tune's name of a trial: the albench trial's label, or a fused group's first member's and how many more.
+    A module function that reads the trial's own config: Tune stores this function with every trial in its
+    experiment snapshot, so it must not hold the grid (a closure over every trial made the snapshot O(N²))."""
+    config = trial.config["trial"]
+    members = config.get("members") or [config]
+    label = members[0]["label"].replace("/", "-")
+    return label if len(members) == 1 else f"fused-{label}+{len(members) - 1}"
 
-    def name(trial) -> str:
-        config = trial.config["trial"]
-        ids = [m["trial_id"] for m in config["members"]] if "members" in config else [config["trial_id"]]
-        label = planned[ids[0]].spec.label.replace("/", "-")
-        return label if len(ids) == 1 else f"fused-{label}+{len(ids) - 1}"
 
-    return name
+def trial_dirname(trial) -> str:
+    return trial.config["trial"]["trial_id"]
 
 
 # -- the trainable: one trial in one Ray actor, reporting a checkpoint after every round
