@@ -32,9 +32,9 @@ from experiments.specs import DatasetSpec, RegimeSpec, TrialSpec
 from models.augment import Normalizer
 from models.evaluation import evaluate
 from models.training import train_round
-from orchestrator.provenance import cpu_model
-from orchestrator.streams import generator
-from orchestrator.trial import build_networks
+from orchestrator.engine.provenance import cpu_model
+from orchestrator.engine.streams import generator
+from orchestrator.engine.trial import build_networks
 from strategies import build_strategy, resolve_strategy
 
 STRATEGIES = ("ent_gradnorm", "lplgrad")  # cross-entropy, and cross-entropy + the loss-prediction module

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orchestrator.provenance import cpu_model
+from orchestrator.engine.provenance import cpu_model
 
 RESULTS = Path(__file__).parent / "results"
 # The real CIFAR-10 subset beside the checkout (as the tests find it); benches must not import the tests

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from experiments.results import read_rounds
-from orchestrator.bookkeeper import Bookkeeper
-from orchestrator.grid import load_grid
-from orchestrator.local import run_grid_locally
+from orchestrator.plan.grid import load_grid
+from orchestrator.run.local import run_grid_locally
+from orchestrator.store.bookkeeper import Bookkeeper
 
 
 def trial_seconds(results: Path) -> float:
@@ -35,7 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         import ray
 
-        from orchestrator.ray_runner import run_grid_on_ray
+        from orchestrator.run.ray_runner import run_grid_on_ray
 
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         for mode in ("ray", "in-process"):

@@ -31,8 +31,8 @@ from models.augment import Normalizer
 from models.networks import Networks
 from models.ops import per_sample_cross_entropy
 from models.training import train_round
-from orchestrator.streams import generator
-from orchestrator.trial import build_networks
+from orchestrator.engine.streams import generator
+from orchestrator.engine.trial import build_networks
 from strategies import build_strategy, resolve_strategy
 from strategies.loss_prediction import MODULE, loss_prediction_loss
 

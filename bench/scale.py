@@ -42,7 +42,10 @@ DRIVER = (
     "print('ALBENCH_SCALE ' + json.dumps({'command': time.perf_counter() - start, 'cpu': time.process_time(), "
     "'code': code}), flush=True); sys.exit(code)"
 )
-IMPORTS = "import torch, mlflow, pandas, pyarrow.parquet, orchestrator.cli, orchestrator.bookkeeper, orchestrator.local"
+IMPORTS = (
+    "import torch, mlflow, pandas, pyarrow.parquet, orchestrator.cli, orchestrator.store.bookkeeper, "
+    "orchestrator.run.local"
+)
 
 
 def tiny_grid(n_trials: int, name: str) -> dict:

@@ -40,8 +40,8 @@ def real_pool_case(name: str) -> dict:
     from experiments.defaults import DEFAULTS, resolve_train
     from experiments.specs import DatasetSpec, RegimeSpec, TrialSpec
     from models.training import train_round
-    from orchestrator.streams import generator
-    from orchestrator.trial import TrialContext, build_networks, initial_state
+    from orchestrator.engine.streams import generator
+    from orchestrator.engine.trial import TrialContext, build_networks, initial_state
     from strategies import resolve_strategy
     from strategies.base import merge_shards
 

@@ -18,8 +18,8 @@ from experiments.datasets import load_dataset
 from experiments.defaults import DEFAULTS, resolve_train
 from experiments.specs import DatasetSpec, RegimeSpec, TrialSpec
 from models.augment import Normalizer
-from orchestrator.shards import ShardPool
-from orchestrator.trial import TrialContext, build_networks, query
+from orchestrator.engine.trial import TrialContext, build_networks, query
+from orchestrator.run.shards import ShardPool
 from strategies import resolve_strategy
 
 

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 
-import orchestrator.bookkeeper as bookkeeper_module
-import orchestrator.local as local
-import orchestrator.trial as trial_module
+import orchestrator.engine.trial as trial_module
+import orchestrator.run.driver as driver
+import orchestrator.store.bookkeeper as bookkeeper_module
 from bench.environment import CIFAR10_SUBSET, machine_header, write_result
 from experiments.results import read_rounds
-from orchestrator.bookkeeper import Bookkeeper
-from orchestrator.grid import load_grid
-from orchestrator.local import run_grid_locally
-from orchestrator.tracking import Tracker
+from orchestrator.plan.grid import load_grid
+from orchestrator.run.local import run_grid_locally
+from orchestrator.store.bookkeeper import Bookkeeper
+from orchestrator.store.tracking import Tracker
 from strategies import STRATEGIES, build_strategy
 
 SECONDS: dict[str, float] = defaultdict(float)
@@ -50,10 +50,10 @@ def _timed(name: str, fn):
 def timers(strategy_names: list[str]):
     """Wraps the steps of a round where the runner looks them up (module globals and class methods)."""
     patches = [
-        (local, "load_datasets", "data load"),
+        (driver, "load_datasets", "data load"),
         (trial_module, "train_round", "train"),
         (trial_module, "evaluate", "evaluate"),
-        (local, "save_checkpoint", "checkpoint"),
+        (bookkeeper_module, "save_checkpoint", "checkpoint"),
         (bookkeeper_module, "write_entry", "ledger"),
         (bookkeeper_module, "write_rounds", "Parquet"),
         (Tracker, "log_rounds", "MLflow"),
@@ -96,8 +96,8 @@ def ray_parts(results: Path, call: tuple[float, float], fit_start: float, parall
     """
     import json
 
-    from orchestrator.checkpoint import read_records
-    from orchestrator.ledger import read_all
+    from orchestrator.engine.checkpoint import read_records
+    from orchestrator.store.ledger import read_all
 
     starts = {e.trial_id: float(read_records(e.checkpoint, e.trial_id)[1]["started_at"]) for e in read_all(results)}
     spans, first_round, per_round, own, by_pid = [], 0.0, 0.0, 0.0, defaultdict(list)
@@ -136,7 +136,7 @@ def split(
     import ray
     from ray import tune
 
-    from orchestrator.ray_runner import run_grid_on_ray
+    from orchestrator.run.ray_runner import run_grid_on_ray
 
     grid = load_grid(grid_path)
     quiet = lambda line: None  # noqa: E731

@@ -32,12 +32,12 @@ class RoundRecord:
     gpu_peak_allocated_mib: float | None = None
     gpu_peak_reserved_mib: float | None = None
     gpu_utilization: float | None = None  # mean % over the round
-    # round 0 only: the key of the round-0 group whose one fit this trial started from (orchestrator/round0.py);
+    # round 0 only: the key of the round-0 group whose one fit this trial started from (orchestrator/engine/round0.py);
     # None where the trial trained its round 0 itself (albench before round-0 groups)
     round0_group: str | None = None
-    # how many trials' fits this round's fit was fused with, itself included (orchestrator/group.py); None: alone
+    # how many trials' fits this round's fit was fused with, itself included (orchestrator/engine/group.py); None: alone
     fused_with: int | None = None
-    # whether NVIDIA MPS served the trial's GPU (orchestrator/gpu.py `mps_active`); None on a CPU
+    # whether NVIDIA MPS served the trial's GPU (orchestrator/engine/gpu.py `mps_active`); None on a CPU
     mps: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The Parquet layout of a results folder: RESULTS/rounds/<trial_id>.parquet, one row per (trial, round).
 
 A round's record becomes a row with its trial's spec columns (`rows_of`), upserted atomically per trial
-(`write_rounds`, called by `orchestrator.bookkeeper` alone): writing the same rounds again changes nothing and a
+(`write_rounds`, called by `orchestrator.store.bookkeeper` alone): writing the same rounds again changes nothing and a
 crash leaves the previous complete file. Every reader (reports, `albench table`, users' pandas) shares it:
 `pandas.read_parquet(RESULTS / "rounds")` reads every trial; temporary files start with '.', which Parquet
 dataset readers skip.
@@ -55,10 +55,10 @@ SCHEMA = pa.schema(
         ("gpu_peak_allocated_mib", pa.float64()),  # the trial's own GPU during the round; null on a CPU
         ("gpu_peak_reserved_mib", pa.float64()),
         ("gpu_utilization", pa.float64()),  # mean % over the round (NVML); null on a CPU or without NVML
-        # round 0: the round-0 group whose one fit the trial started from (orchestrator/round0.py); null where the
-        # trial trained its round 0 itself (before round-0 groups) and in later rounds
+        # round 0: the round-0 group whose one fit the trial started from (orchestrator/engine/round0.py); null where
+        # the trial trained its round 0 itself (before round-0 groups) and in later rounds
         ("round0_group", pa.string()),
-        # the members of the round's fused fit, itself included (orchestrator/group.py); null: trained alone
+        # the members of the round's fused fit, itself included (orchestrator/engine/group.py); null: trained alone
         ("fused_with", pa.int64()),
         ("mps", pa.bool_()),  # NVIDIA MPS served the trial's GPU; null on a CPU
         ("git_sha", pa.string()),

@@ -1,7 +1,7 @@
 """Frozen, typed specs: what a trial is, and its identity.
 
-Flow: grid file -> `orchestrator.grid.Grid.trials()` -> TrialSpec (one per dataset x regime x strategy x seed)
--> `orchestrator.trial.run_trial` -> RoundRecord per round -> Parquet row.
+Flow: grid file -> `orchestrator.plan.grid.Grid.trials()` -> TrialSpec (one per dataset x regime x strategy x seed)
+-> `orchestrator.engine.trial.run_trial` -> RoundRecord per round -> Parquet row.
 
 A trial's id hashes a canonical form of exactly what determines its computation (see `canonical_form`):
 fields equal to their default are left out, so a new setting whose default reproduces today's behaviour
@@ -80,7 +80,8 @@ class TrainSpec(Frozen):
     reinit_each_round: bool = False  # the references warm-start; re-initialising is an option
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the training forward (scoring stays fp32)
     # torch's deterministic algorithms, cuDNN deterministic without benchmark, cuBLAS's fixed workspace
-    # (orchestrator/gpu.py): a GPU trial then repeats bit for bit on the same GPU and software; CPU trials do anyway
+    # (orchestrator/engine/gpu.py): a GPU trial then repeats bit for bit on the same GPU and software; CPU trials do
+    # anyway
     deterministic: bool = False
     # How a CUDA device runs each training step: "eager" launches its kernels one by one from Python; "captured"
     # replays the whole step from CUDA graphs (models/captured.py). The same step on the same batches; it is

@@ -27,8 +27,8 @@ def _device(choice: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from orchestrator.grid import load_grid
-    from orchestrator.lock import results_lock
+    from orchestrator.plan.grid import load_grid
+    from orchestrator.store.lock import results_lock
 
     grid = load_grid(args.grid)
     results = Path(args.results) if args.results else Path("results") / grid.name
@@ -39,9 +39,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 def _run_locked(args: argparse.Namespace, grid, results: Path) -> None:
     from experiments.results import read_rounds
     from experiments.summary import format_accuracy_tables
-    from orchestrator.bookkeeper import Bookkeeper
     from orchestrator.closing import close_grid
-    from orchestrator.grid import resolved_grid
+    from orchestrator.plan.grid import resolved_grid
+    from orchestrator.store.bookkeeper import Bookkeeper
 
     start = time.perf_counter()
     # the store exists before any trial starts
@@ -51,7 +51,7 @@ def _run_locked(args: argparse.Namespace, grid, results: Path) -> None:
     say(f"grid '{grid.name}': {len(grid.trials())} trials; results in {results}")
     keeper.open_grid(Path(args.grid), resolved_grid(grid))
     if args.in_process:
-        from orchestrator.local import run_grid_locally
+        from orchestrator.run.local import run_grid_locally
 
         entries = run_grid_locally(
             grid,
@@ -63,7 +63,7 @@ def _run_locked(args: argparse.Namespace, grid, results: Path) -> None:
             set_aside_old=args.set_aside_old,
         )
     else:
-        from orchestrator.ray_runner import run_grid_on_ray
+        from orchestrator.run.ray_runner import run_grid_on_ray
 
         entries = run_grid_on_ray(
             grid,
@@ -86,7 +86,7 @@ def _run_locked(args: argparse.Namespace, grid, results: Path) -> None:
             say(f"MLflow UI: mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000/{page}")
         else:
             say(f"MLflow: experiment '{grid.name}' at {uri}/{page}")
-    from orchestrator.ledger import TrialStatus
+    from orchestrator.store.ledger import TrialStatus
 
     failed = [e for e in entries if e.status == TrialStatus.FAILED]
     unfinished = [e for e in entries if e.status in (TrialStatus.PENDING, TrialStatus.RUNNING)]
@@ -110,7 +110,7 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from orchestrator.ledger import TrialStatus, read_all
+    from orchestrator.store.ledger import TrialStatus, read_all
 
     entries = read_all(Path(args.results))
     if not entries:
@@ -178,7 +178,7 @@ def report_experiments(results: str) -> list[str]:
 
 
 def _keeper_of(results: str, tracking_uri: str | None, experiment: str):
-    from orchestrator.bookkeeper import Bookkeeper
+    from orchestrator.store.bookkeeper import Bookkeeper
 
     if tracking_uri is None and not Path(results, "mlflow.db").exists():
         raise AlbenchError(f"no MLflow store in {results} (mlflow.db); give --tracking-uri where the grid was tracked")
@@ -186,8 +186,8 @@ def _keeper_of(results: str, tracking_uri: str | None, experiment: str):
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from orchestrator.cost import format_cost
-    from orchestrator.grid import load_grid
+    from orchestrator.plan.describe import format_cost
+    from orchestrator.plan.grid import load_grid
 
     say(format_cost(load_grid(args.grid), args.train_ips))
 
@@ -210,7 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a grid's pending trials (resumes where it stopped)")
     run.add_argument("grid", help="grid YAML file")
     run.add_argument("--results", help="results folder (default: results/<grid name>)")
-    run.add_argument("--address", help="Ray cluster to join (e.g. auto, or HEAD_IP:6379); default: a local instance")
+    run.add_argument(
+        "--address",
+        help="Ray cluster to join (auto: the one running on this machine, or HEAD_IP:6379); default: $RAY_ADDRESS, "
+        "else a Ray instance of its own",
+    )
     run.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its last round")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in the results folder; 'none': off)")
     run.add_argument("--storage-path", help="Tune checkpoint storage shared by all nodes (default: RESULTS/tune)")

@@ -12,8 +12,8 @@ from pathlib import Path
 from experiments.report import build_report
 from experiments.report.data import load, summary_metrics
 from experiments.results import ROUNDS_DIR
-from orchestrator.bookkeeper import Bookkeeper
-from orchestrator.ledger import TrialEntry
+from orchestrator.store.bookkeeper import Bookkeeper
+from orchestrator.store.ledger import TrialEntry
 
 MADE_FROM = ".made-from.json"  # in the report folder: the rows, code and MLflow parent it was made from and logged to
 

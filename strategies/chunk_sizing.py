@@ -3,7 +3,7 @@
 A chunk's size is a mechanic (scores are per sample, in eval mode), so it may change from chunk to chunk. The first
 chunk has the default size; its peak memory per image, over what was allocated before it, sizes the next ones to
 fill a fixed share of what this process may still allocate: the device's free memory and the allocator's cached
-blocks, within the per-process memory fraction that packing sets (orchestrator/gpu.py `limit_memory`). On a CPU
+blocks, within the per-process memory fraction that packing sets (orchestrator/engine/gpu.py `limit_memory`). On a CPU
 `auto` is the default size (host memory, not throughput, is what a chunk bounds there).
 """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.provenance import cpu_model
+from orchestrator.engine.provenance import cpu_model
 
 
 def cpu_kind() -> str:

@@ -22,7 +22,7 @@ from models.evaluation import evaluate
 from models.networks import Networks
 from models.objective import CROSS_ENTROPY
 from models.training import train_round
-from orchestrator.trial import run_trial
+from orchestrator.engine.trial import run_trial
 from strategies.gradnorm import per_sample_grad_norms
 from strategies.layer_norms import CONV_FORMS
 from tests.conftest import REPO, tiny_spec
@@ -123,8 +123,8 @@ def test_a_trial_over_its_memory_share_fails_naming_the_fix():
         """
         import torch
         from experiments.datasets import load_dataset
-        from orchestrator.gpu import limit_memory, out_of_memory
-        from orchestrator.trial import run_trial
+        from orchestrator.engine.gpu import limit_memory, out_of_memory
+        from orchestrator.engine.trial import run_trial
         from tests.conftest import tiny_spec
 
         limit_memory(0.0005, "cuda")
@@ -145,9 +145,9 @@ def test_a_trial_over_its_memory_share_fails_naming_the_fix():
 def test_on_cuda_a_round0_group_trains_round0_once_and_its_rows_are_identical(tmp_path):
     """With the default (non-deterministic) kernels: the group's members start from its one round-0 fit."""
     from experiments.results import read_rounds
-    from orchestrator.bookkeeper import Bookkeeper
-    from orchestrator.grid import parse_grid
-    from orchestrator.local import run_grid_locally
+    from orchestrator.plan.grid import parse_grid
+    from orchestrator.run.local import run_grid_locally
+    from orchestrator.store.bookkeeper import Bookkeeper
 
     grid = parse_grid(
         {

@@ -28,38 +28,12 @@ LAYERS = {
     "data": ["experiments.datasets"],
     "models": ["models"],
     "strategies": ["strategies"],
-    "engine": [
-        "orchestrator.streams",
-        "orchestrator.gpu",
-        "orchestrator.records",
-        "orchestrator.checkpoint",
-        "orchestrator.round0",
-        "orchestrator.query",
-        "orchestrator.trial",
-        "orchestrator.group",
-        "orchestrator.inputs",
-        "orchestrator.provenance",
-    ],
-    "grids": ["orchestrator.grid", "orchestrator.cost"],
-    "bookkeeping": [
-        "orchestrator.ledger",
-        "orchestrator.tracking",
-        "orchestrator.mlflow_sink",
-        "orchestrator.upgrade",
-        "orchestrator.carry_over",
-        "orchestrator.bookkeeper",
-        "orchestrator.progress",
-        "orchestrator.lock",
-    ],
-    "runners": [
-        "orchestrator.local",
-        "orchestrator.shards",
-        "orchestrator.placement",
-        "orchestrator.ray_cluster",
-        "orchestrator.ray_round0",
-        "orchestrator.ray_group",
-        "orchestrator.ray_runner",
-    ],
+    # orchestrator's sub-packages, one layer each: what runs a job in any process; the one writer of a results
+    # folder; the grid and its plan of jobs; the backends that run a plan (in this process, or on Ray Tune)
+    "engine": ["orchestrator.engine"],
+    "store": ["orchestrator.store"],
+    "plan": ["orchestrator.plan"],
+    "run": ["orchestrator.run"],
     "reports and CLI": [
         "experiments.report",
         "experiments.summary",
@@ -187,7 +161,14 @@ def test_no_module_import_cycles():
 def test_the_core_imports_neither_ray_nor_mlflow():
     """What importing the core runs (module-level imports, transitively) never reaches Ray or MLflow."""
     graph = imports(top_level_only=True)
-    core = ["orchestrator.trial", "orchestrator.local", "orchestrator.cli", "orchestrator.grid", "strategies", "models"]
+    core = [
+        "orchestrator.engine.trial",
+        "orchestrator.run.local",
+        "orchestrator.cli",
+        "orchestrator.plan.grid",
+        "strategies",
+        "models",
+    ]
     seen, todo = set(), list(core)
     while todo:
         module = todo.pop()
@@ -201,7 +182,8 @@ def test_the_core_imports_neither_ray_nor_mlflow():
 @pytest.mark.slow
 def test_importing_the_core_in_a_fresh_process_loads_neither_ray_nor_mlflow():
     code = (
-        "import sys, orchestrator.trial, orchestrator.local, orchestrator.cli, orchestrator.grid, strategies, models;"
+        "import sys, orchestrator.engine.trial, orchestrator.run.local, orchestrator.cli, orchestrator.plan.grid, "
+        "strategies, models;"
         "bad = [m for m in ('ray', 'mlflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -209,13 +191,15 @@ def test_importing_the_core_in_a_fresh_process_loads_neither_ray_nor_mlflow():
 
 
 # the bookkeeper, its carry-over methods (a mixin) and its MLflow thread, which it alone drives
-BOOKKEEPER = {"orchestrator.bookkeeper", "orchestrator.carry_over", "orchestrator.mlflow_sink"}
+BOOKKEEPER = {"orchestrator.store.bookkeeper", "orchestrator.store.carry_over", "orchestrator.store.mlflow_sink"}
 
 
-def test_only_the_bookkeeper_writes_the_ledger_the_parquet_rows_and_mlflow():
+def test_only_the_bookkeeper_writes_the_results_folder():
     writers = {
-        "orchestrator.ledger": {"write_entry", "remove_entry", "write_round0_entry"},
+        "orchestrator.store.ledger": {"write_entry", "remove_entry", "write_round0_entry"},
         "experiments.results": {"write_rounds"},
+        "orchestrator.engine.inputs": {"save_labels", "save_splits"},  # the splits and labels beside the rows
+        "orchestrator.engine.checkpoint": {"save_checkpoint", "save_fit"},  # the in-process backend's checkpoints
     }
     offenders = []
     for module, path in modules().items():
@@ -223,6 +207,23 @@ def test_only_the_bookkeeper_writes_the_ledger_the_parquet_rows_and_mlflow():
             if not isinstance(node, ast.ImportFrom) or module in BOOKKEEPER:
                 continue
             names = {alias.name for alias in node.names}
-            if names & writers.get(node.module, set()) or node.module == "orchestrator.tracking":
+            if names & writers.get(node.module, set()) or node.module == "orchestrator.store.tracking":
                 offenders.append(f"{module}: from {node.module} import {', '.join(sorted(names))}")
-    assert not offenders, "only orchestrator.bookkeeper may write results:\n" + "\n".join(offenders)
+    assert not offenders, "only orchestrator.store.bookkeeper may write results:\n" + "\n".join(offenders)
+
+
+SUB_PACKAGES = ("engine", "store", "plan", "run")  # orchestrator/, bottom to top
+
+
+def test_the_orchestrator_is_its_sub_packages_beside_the_cli():
+    ours = [m for m in modules() if m.startswith("orchestrator.")]
+    loose = {m for m in ours if m.count(".") == 1 and m.split(".")[1] not in SUB_PACKAGES}
+    assert loose == {"orchestrator.cli", "orchestrator.closing"}, "a module of orchestrator/ outside its sub-packages"
+    assert {m.split(".")[1] for m in ours if m.count(".") == 2} == set(SUB_PACKAGES)
+    assert list(LAYERS)[4:8] == list(SUB_PACKAGES) and all(LAYERS[p] == [f"orchestrator.{p}"] for p in SUB_PACKAGES)
+
+
+def test_the_engine_imports_neither_ray_nor_mlflow_anywhere():
+    """What runs a job in any process, function bodies included: the in-process backend needs neither."""
+    engine = {m: targets for m, targets in imports().items() if m.startswith("orchestrator.engine")}
+    assert engine and not {m for m, targets in engine.items() if targets & {"ray", "mlflow"}}

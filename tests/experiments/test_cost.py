@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.cost import format_cost, grid_cost, trial_counts, trial_work
-from orchestrator.grid import parse_grid
+from orchestrator.plan.cost import grid_cost, trial_counts, trial_work
+from orchestrator.plan.describe import format_cost
+from orchestrator.plan.grid import parse_grid
 
 GRID = """
 name: cost
@@ -72,6 +73,8 @@ def test_the_plan_lists_the_fused_groups(tmp_path, capsys):
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "fused (resources.fuse: 2): 3 groups for 6 trials" in out
-    assert "group 1: digits/r/random/seed0 + digits/r/entropy/seed0" in out
-    assert "group 3: digits/r/lplgrad/seed0 + digits/r/lplgrad/seed1" in out  # its own objective: with itself
+    # the plan's order, longest first: lplgrad (its module's queries cost more) fuses with itself (its own objective)
+    assert "group 1: digits/r/lplgrad/seed0 + digits/r/lplgrad/seed1" in out
+    assert "group 2: digits/r/random/seed0 + digits/r/entropy/seed0" in out
+    assert "group 3: digits/r/random/seed1 + digits/r/entropy/seed1" in out
     assert "fused" not in format_cost(parse_grid(yaml.safe_load(GRID)))  # fuse: 1, nothing to list

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from experiments.errors import ConfigError
-from orchestrator.grid import load_grid, parse_grid
+from orchestrator.plan.grid import load_grid, parse_grid
 
 EXAMPLE = """
 name: digits-demo

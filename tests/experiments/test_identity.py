@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.specs import SPEC_VERSION, DatasetSpec, RegimeSpec, ScoringSpec, TrainSpec, canonical_form
-from orchestrator.grid import parse_grid
+from orchestrator.plan.grid import parse_grid
 from strategies import STRATEGIES
 
 DIGITS = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.results import read_rounds
-from orchestrator.tracking import Tracker, default_tracking_uri
+from orchestrator.store.tracking import Tracker, default_tracking_uri
 
 
 def records(results: Path) -> pd.DataFrame:

@@ -8,12 +8,12 @@ import shutil
 import pytest
 
 from experiments.results import read_rounds
-from orchestrator.bookkeeper import Bookkeeper, StatusError
-from orchestrator.checkpoint import save_checkpoint
-from orchestrator.ledger import TrialStatus, read_entry
-from orchestrator.records import TrialState
-from orchestrator.tracking import Tracker, default_tracking_uri
-from orchestrator.trial import run_trial
+from orchestrator.engine.checkpoint import save_checkpoint
+from orchestrator.engine.records import TrialState
+from orchestrator.engine.trial import run_trial
+from orchestrator.store.bookkeeper import Bookkeeper, StatusError
+from orchestrator.store.ledger import TrialStatus, read_entry
+from orchestrator.store.tracking import Tracker, default_tracking_uri
 from tests.conftest import tiny_spec
 from tests.orchestrator.readers import mlflow_runs
 
@@ -134,7 +134,7 @@ def test_a_finished_trial_is_replanned_without_reading_its_checkpoint_or_asking_
     synced = read_entry(results, spec.trial_id).mlflow_synced
     assert synced.endswith("|4|FINISHED"), synced
 
-    import orchestrator.bookkeeper as bookkeeper
+    import orchestrator.store.bookkeeper as bookkeeper
 
     def no_checkpoint(*args):
         raise AssertionError("a finished, filed trial's checkpoint was read")
@@ -151,7 +151,7 @@ def test_a_finished_trial_is_replanned_without_reading_its_checkpoint_or_asking_
     monkeypatch.undo()
     entry = read_entry(results, spec.trial_id)
     entry.mlflow_synced = ""
-    from orchestrator.ledger import write_entry
+    from orchestrator.store.ledger import write_entry
 
     write_entry(results, entry)
     behind = keeper_with_mlflow(results)
@@ -180,7 +180,7 @@ def test_a_run_that_mlflow_lost_is_found_again_by_its_tag_or_made_anew(finished,
     keeper = keeper_with_mlflow(results)
     keeper.tracker.client.delete_run(entry.mlflow_run_id)  # deleted in the UI
     entry.mlflow_synced = ""
-    from orchestrator.ledger import write_entry
+    from orchestrator.store.ledger import write_entry
 
     write_entry(results, entry)
     keeper.plan([spec], report=lambda line: None)

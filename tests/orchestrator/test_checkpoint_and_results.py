@@ -10,8 +10,8 @@ import torch
 
 from experiments.errors import CheckpointError
 from experiments.results import read_rounds, rounds_done, rows_of, write_rounds
-from orchestrator.checkpoint import load_checkpoint, read_records, save_checkpoint
-from orchestrator.trial import run_trial
+from orchestrator.engine.checkpoint import load_checkpoint, read_records, save_checkpoint
+from orchestrator.engine.trial import run_trial
 from tests.conftest import tiny_spec
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from experiments.results import read_rounds, trial_file
-from orchestrator.ledger import read_all
+from orchestrator.store.ledger import read_all
 from tests.orchestrator.readers import mlflow_runs, records, trial_runs
 
 GRID = """
@@ -214,7 +214,7 @@ def test_variants_of_a_strategy_are_distinct_trials_in_parquet_mlflow_status_and
     frame = read_rounds(results)
     assert sorted(frame["strategy"].unique()) == sorted(labels) and frame["trial_id"].nunique() == 3
     assert set(frame["strategy_name"]) == {"entropy", "ent_gradnorm"}
-    from orchestrator.tracking import Tracker, default_tracking_uri
+    from orchestrator.store.tracking import Tracker, default_tracking_uri
 
     tracker = Tracker(default_tracking_uri(results), "cli-test", results)
     runs = trial_runs(tracker)
@@ -269,7 +269,7 @@ def test_a_rerun_of_a_finished_grid_reads_no_checkpoint_and_rebuilds_no_report_u
     again = albench_here("run", grid_file, "--results", results, "--in-process")
     assert again.returncode == 0, again.stderr
     assert "2 trials" in again.stdout and index.stat().st_mtime_ns == made, "the report was not rebuilt"
-    from orchestrator.tracking import Tracker, default_tracking_uri
+    from orchestrator.store.tracking import Tracker, default_tracking_uri
 
     parent = Tracker(default_tracking_uri(results), "cli-test", results).find_grid()
     tracker = Tracker(default_tracking_uri(results), "cli-test", results)

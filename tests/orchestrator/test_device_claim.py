@@ -9,8 +9,8 @@ import ray
 import torch
 from torch.cuda._utils import _get_device_index
 
-from orchestrator.gpu import limit_memory
-from orchestrator.ray_cluster import claim_device
+from orchestrator.engine.gpu import limit_memory
+from orchestrator.run.ray_cluster import claim_device
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import orchestrator.group
+import orchestrator.engine.group
 from experiments.errors import ConfigError
-from orchestrator.checkpoint import load_checkpoint, save_checkpoint
-from orchestrator.group import fused_groups, fusion_key, run_group
-from orchestrator.trial import run_trial
+from orchestrator.engine.checkpoint import load_checkpoint, save_checkpoint
+from orchestrator.engine.group import fused_groups, fusion_key, run_group
+from orchestrator.engine.trial import run_trial
 from tests.conftest import tiny_spec
 
 AUGMENTED = {"augment": True, "crop_padding": 1}
@@ -71,18 +71,18 @@ def test_a_group_interrupted_mid_round_resumes_every_member_from_its_last_round_
         for state in states:
             save_checkpoint(state, tmp_path / state.trial_id)
 
-    real_run_round, calls = orchestrator.group.run_round, []
+    real_query_round, calls = orchestrator.engine.group.query_round, []
 
     def killed_in_round_2(ctx, nets, state, r, fitted=None):
         calls.append(r)
         if r == 2 and calls.count(2) == 2:  # the second member's query of round 2: the process dies
             raise KeyboardInterrupt
-        return real_run_round(ctx, nets, state, r, fitted)
+        return real_query_round(ctx, nets, state, r, fitted)
 
-    monkeypatch.setattr(orchestrator.group, "run_round", killed_in_round_2)
+    monkeypatch.setattr(orchestrator.engine.group, "query_round", killed_in_round_2)
     with pytest.raises(KeyboardInterrupt):
         run_group(specs, digits, on_step=checkpoint)
-    monkeypatch.setattr(orchestrator.group, "run_round", real_run_round)
+    monkeypatch.setattr(orchestrator.engine.group, "query_round", real_query_round)
     states = {s.trial_id: load_checkpoint(str(tmp_path / s.trial_id), s.trial_id) for s in specs}
     assert {s.rounds_done for s in states.values()} == {2}  # round 2 of the first member was not stored alone
     resumed = run_group(specs, digits, states=states)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.ledger import read_all
-from orchestrator.lock import LOCK_FILE
+from orchestrator.store.ledger import read_all
+from orchestrator.store.lock import LOCK_FILE
 from tests.orchestrator.test_cli import ENV, albench
 
 pytestmark = pytest.mark.slow

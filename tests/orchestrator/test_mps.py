@@ -7,8 +7,8 @@ import os
 from dataclasses import replace
 
 from experiments.records import RoundRecord
-from orchestrator.gpu import mps_active, mps_daemon_listening
-from orchestrator.tracking import Tracker, default_tracking_uri
+from orchestrator.engine.gpu import mps_active, mps_daemon_listening
+from orchestrator.store.tracking import Tracker, default_tracking_uri
 from tests.conftest import tiny_spec
 
 

@@ -9,12 +9,12 @@ import time
 import pytest
 import ray
 
-import orchestrator.placement
+import orchestrator.run.placement
 from experiments.errors import ConfigError
-from orchestrator.bookkeeper import Bookkeeper
-from orchestrator.grid import parse_grid
-from orchestrator.ledger import read_all
-from orchestrator.ray_runner import run_grid_on_ray
+from orchestrator.plan.grid import parse_grid
+from orchestrator.run.ray_runner import run_grid_on_ray
+from orchestrator.store.bookkeeper import Bookkeeper
+from orchestrator.store.ledger import read_all
 from tests.orchestrator.conftest import _nodes, _remove
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -65,7 +65,7 @@ def test_a_trial_this_cluster_can_never_hold_is_refused_before_any_trial_starts(
 def test_a_cluster_that_may_grow_gets_a_warning_and_the_run_starts_once_a_node_joins(
     ray_head_without_cpus, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr("orchestrator.progress.INTERVAL_S", 1.0)  # a progress line a second
+    monkeypatch.setattr("orchestrator.run.progress.INTERVAL_S", 1.0)  # a progress line a second
     nodes = _nodes(ray_head_without_cpus, {"num_cpus": 1})
     lines: list[str] = []
     outcome: dict[str, object] = {}
@@ -102,7 +102,7 @@ def test_a_cluster_slow_to_report_its_nodes_is_waited_for(node_with_2_cpus, tmp_
 
 def test_a_cluster_that_never_reports_is_named_after_a_bounded_wait(node_with_2_cpus, tmp_path, monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {})
-    monkeypatch.setattr(orchestrator.placement, "REPORT_WAIT_S", 1.0)
+    monkeypatch.setattr(orchestrator.run.placement, "REPORT_WAIT_S", 1.0)
     _, error = run_bounded(tiny_grid("no-report"), tmp_path, seconds=60)
     assert isinstance(error, ConfigError)
     assert str(error).startswith("the Ray cluster reported no CPUs within 1 s of joining it")

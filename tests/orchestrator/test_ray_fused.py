@@ -8,26 +8,31 @@ import pandas as pd
 import pytest
 import torch
 
-import orchestrator.group
+import orchestrator.engine.group
 from experiments.results import read_rounds
-from orchestrator.bookkeeper import Bookkeeper
-from orchestrator.checkpoint import load_checkpoint, save_checkpoint
-from orchestrator.ledger import read_all
+from orchestrator.engine.checkpoint import load_checkpoint, save_checkpoint
+from orchestrator.store.bookkeeper import Bookkeeper
+from orchestrator.store.ledger import read_all
 from tests.orchestrator.readers import mlflow_runs, records
-from tests.orchestrator.test_ray import grid_of, in_process, ledger_checkpoints, on_ray, tune_checkpoints
+from tests.orchestrator.test_ray import grid_of, in_process, ledger_checkpoints, on_ray, one_checkpoint_per_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 STRATEGIES = ("random", "entropy", "lplgrad")  # two cross-entropy strategies fuse per seed; lplgrad with lplgrad
 
 
-def _fused_grid(name: str):
-    return grid_of(name, strategies=STRATEGIES, seeds=(0, 1), fuse=2)
+def _fused_grid(name: str, strategies=STRATEGIES):
+    return grid_of(name, strategies=strategies, seeds=(0, 1), fuse=2)
+
+
+# two groups of equal work, (random, entropy) of seed 0 then of seed 1: the plan runs them in grid order, after
+# both seeds' round-0 fits
+CROSS_ENTROPY = ("random", "entropy")
 
 
 def _interrupted_in_process(grid, results, monkeypatch, at_call: int) -> None:
     """Runs the grid in this process and kills it in a member's query (the `at_call`-th round of any member)."""
-    real, calls = orchestrator.group.run_round, []
+    real, calls = orchestrator.engine.group.query_round, []
 
     def dies(*args, **kwargs):
         calls.append(1)
@@ -35,10 +40,10 @@ def _interrupted_in_process(grid, results, monkeypatch, at_call: int) -> None:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(orchestrator.group, "run_round", dies)
+    monkeypatch.setattr(orchestrator.engine.group, "query_round", dies)
     with pytest.raises(KeyboardInterrupt):
         in_process(grid, results)
-    monkeypatch.setattr(orchestrator.group, "run_round", real)
+    monkeypatch.setattr(orchestrator.engine.group, "query_round", real)
 
 
 def test_a_fused_grid_on_ray_equals_the_fused_in_process_run_and_files_every_member(node_with_2_cpus, tmp_path):
@@ -54,11 +59,11 @@ def test_a_fused_grid_on_ray_equals_the_fused_in_process_run_and_files_every_mem
     points = mlflow_runs(tmp_path / "ray", grid.name)
     assert len(points) == 6 and all(p == ("FINISHED", [10, 20, 30, 40, 50]) for p in points.values())
     members = ledger_checkpoints(tmp_path / "ray")  # RUN/checkpoint_N/<member id>: one group checkpoint each
-    assert all(m.is_dir() for m in members) and tune_checkpoints(tmp_path / "ray") == {m.parent for m in members}
+    assert all(m.is_dir() for m in members) and one_checkpoint_per_job(tmp_path / "ray")
 
 
 def test_an_interrupted_fused_group_resumes_every_member_from_its_last_round(node_with_2_cpus, tmp_path, monkeypatch):
-    grid = _fused_grid("fused-resume")
+    grid = _fused_grid("fused-resume", CROSS_ENTROPY)
     in_process(grid, tmp_path / "uninterrupted")
     # group 1 (random + entropy, seed 0): rounds 0-2 stored for both, killed in the second member's query of round 3
     _interrupted_in_process(grid, tmp_path / "run", monkeypatch, at_call=8)
@@ -75,7 +80,7 @@ def test_an_interrupted_fused_group_resumes_every_member_from_its_last_round(nod
 
 
 def test_a_failing_member_leaves_its_fused_group_and_the_others_finish(node_with_2_cpus, tmp_path, monkeypatch):
-    grid = _fused_grid("fused-failing")
+    grid = _fused_grid("fused-failing", CROSS_ENTROPY)
     _interrupted_in_process(grid, tmp_path, monkeypatch, at_call=8)
     keeper = Bookkeeper(tmp_path, None)
     broken = next(e for e in read_all(tmp_path) if e.label == "digits/tiny/entropy/seed0")

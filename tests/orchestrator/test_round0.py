@@ -1,4 +1,4 @@
-"""Round 0 trained once per group (orchestrator/round0.py): which trials share it, that sharing changes no CPU
+"""Round 0 trained once per group (orchestrator/engine/round0.py): which trials share it, that sharing changes no CPU
 record, that a group's round-0 rows are identical even where training is not reproducible (as on a GPU), and that
 the fit is reused by later runs, in-process and through Ray."""
 
@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-import orchestrator.trial as trial_module
+import orchestrator.engine.trial as trial_module
 from experiments.errors import CheckpointError
 from experiments.results import read_rounds
 from experiments.specs import RegimeSpec
-from orchestrator.bookkeeper import Bookkeeper
-from orchestrator.checkpoint import load_fit, save_fit
-from orchestrator.grid import parse_grid
-from orchestrator.local import run_grid_locally
-from orchestrator.round0 import round0_groups, round0_key
-from orchestrator.trial import fit_round0, run_trial
+from orchestrator.engine.checkpoint import load_fit, save_fit
+from orchestrator.engine.round0 import round0_groups, round0_key
+from orchestrator.engine.trial import fit_round0, run_trial
+from orchestrator.plan.grid import parse_grid
+from orchestrator.run.local import run_grid_locally
+from orchestrator.store.bookkeeper import Bookkeeper
 from strategies import STRATEGY_NAMES
 from tests.conftest import tiny_spec
 from tests.orchestrator.readers import records
@@ -135,20 +135,20 @@ def test_a_later_run_reuses_the_stored_fit_and_recomputes_nothing(digits, tmp_pa
     lines = []
     run_grid_locally(grid, Bookkeeper(tmp_path, None), report=lines.append)
     assert not any("trained once" in line for line in lines), "its group's stored fit is used"
-    assert sum("complete, skipped" in line for line in lines) == 4 and "round 1/3" in "\n".join(lines)
+    assert "4 of 5 trials already complete; 1 to run" in lines and "round 1/3" in "\n".join(lines)
     pd.testing.assert_frame_equal(records(tmp_path), before)
 
 
 @pytest.mark.ray
 @pytest.mark.slow
 def test_through_ray_the_groups_fit_first_and_the_rows_match_the_in_process_run(node_with_2_cpus, tmp_path):
-    from orchestrator.ray_runner import run_grid_on_ray
+    from orchestrator.run.ray_runner import run_grid_on_ray
 
     grid = grid_of("paired-ray")
     lines = []
     entries = run_grid_on_ray(grid, Bookkeeper(tmp_path / "ray", None), report=lines.append)
     assert {e.status for e in entries} == {"done"}
-    assert "round 0: 4 group fits to train for 10 trials" in lines
+    assert "0 of 10 trials already complete; 10 to run, after 4 round-0 fits" in lines
     assert sum("trained once" in line for line in lines) == 4
     stored = list((tmp_path / "ray" / "round0").glob("*.json"))
     assert len(stored) == 4 and all("tune" in p.read_text() for p in stored), "fits are Tune checkpoints"

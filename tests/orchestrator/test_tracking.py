@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from experiments.report.data import load
-from orchestrator.ledger import read_all
-from orchestrator.tracking import PARENT_FILE, Tracker, default_tracking_uri
+from orchestrator.store.ledger import read_all
+from orchestrator.store.tracking import PARENT_FILE, Tracker, default_tracking_uri
 from tests.orchestrator.readers import parent_runs, trial_runs
 from tests.orchestrator.test_cli import albench_here
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from experiments.errors import ConfigError
-from orchestrator.checkpoint import load_checkpoint, save_checkpoint
-from orchestrator.trial import run_trial
+from orchestrator.engine.checkpoint import load_checkpoint, save_checkpoint
+from orchestrator.engine.trial import run_trial
 from tests.conftest import tiny_spec, trial_spec
 
 

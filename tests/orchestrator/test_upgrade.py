@@ -21,9 +21,9 @@ import torch
 from experiments.datasets import load_dataset
 from experiments.results import read_rounds, read_trial_rows, write_rounds
 from experiments.specs import TrialSpec
-from orchestrator.checkpoint import load_checkpoint
-from orchestrator.ledger import TrialEntry, TrialStatus, raw_entries, read_all
-from orchestrator.trial import run_trial
+from orchestrator.engine.checkpoint import load_checkpoint
+from orchestrator.engine.trial import run_trial
+from orchestrator.store.ledger import TrialEntry, TrialStatus, raw_entries, read_all
 from tests.conftest import REPO
 from tests.cpu import computed_here, cpu_kind
 from tests.orchestrator.test_cli import albench_here
@@ -176,9 +176,9 @@ def test_every_strategy_computes_bit_for_bit_what_17506af_computed(tmp_path):
     """Grids run by 17506af (all strategies but bait, which takes 100 s a trial here; non-default settings in grid
     b, given with that version's names) give the same records under today's code, on each kind of CPU that 17506af
     ran them on (its AMD EPYC, and since make_records_17506af.py the Intel Xeon kind of these machines)."""
-    from orchestrator.bookkeeper import Bookkeeper
-    from orchestrator.grid import parse_grid
-    from orchestrator.local import run_grid_locally
+    from orchestrator.plan.grid import parse_grid
+    from orchestrator.run.local import run_grid_locally
+    from orchestrator.store.bookkeeper import Bookkeeper
 
     fixture = json.loads((REPO / "tests" / "fixtures" / "records-17506af.json").read_text())
     by_kind = {fixture["cpu_model"]: fixture["records"], **{e["cpu"]: e["records"] for e in fixture["on_other_cpus"]}}
@@ -204,8 +204,8 @@ def test_the_old_trials_mlflow_runs_are_kept_and_found_by_their_new_ids(old_resu
     runs, logs only the rounds they lack, and creates no second run for a trial."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.ledger import entry_path
-    from orchestrator.tracking import default_tracking_uri
+    from orchestrator.store.ledger import entry_path
+    from orchestrator.store.tracking import default_tracking_uri
 
     client = MlflowClient(default_tracking_uri(old_results))
     experiment = client.create_experiment("upgrade-fixture")
@@ -232,9 +232,9 @@ def test_the_old_trials_mlflow_runs_are_kept_and_found_by_their_new_ids(old_resu
 @pytest.mark.slow
 @pytest.mark.ray
 def test_the_same_upgrade_through_ray_resumes_the_partial_trial_in_an_actor(node_with_2_cpus, old_results):
-    from orchestrator.bookkeeper import Bookkeeper
-    from orchestrator.grid import load_grid
-    from orchestrator.ray_runner import run_grid_on_ray
+    from orchestrator.plan.grid import load_grid
+    from orchestrator.run.ray_runner import run_grid_on_ray
+    from orchestrator.store.bookkeeper import Bookkeeper
 
     lines = []
     entries = run_grid_on_ray(load_grid(FIXTURE / "grid.yaml"), Bookkeeper(old_results, None), report=lines.append)

@@ -14,8 +14,8 @@ from torch import nn
 import strategies
 from models.networks import Networks
 from models.objective import Objective
-from orchestrator.checkpoint import load_checkpoint, save_checkpoint
-from orchestrator.trial import TrialContext, build_networks, draw_subset, initial_state, query, run_trial
+from orchestrator.engine.checkpoint import load_checkpoint, save_checkpoint
+from orchestrator.engine.trial import TrialContext, build_networks, draw_subset, initial_state, query, run_trial
 from strategies.base import ScoringInputs, ShardResult, Strategy
 from strategies.forward import map_outputs
 from strategies.settings import StrategySettings

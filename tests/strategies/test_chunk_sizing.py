@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from experiments.datasets import load_dataset
-from orchestrator.grid import parse_grid
-from orchestrator.trial import run_trial
+from orchestrator.engine.trial import run_trial
+from orchestrator.plan.grid import parse_grid
 from strategies.chunk_sizing import MAX_CHUNK, ChunkSizer, chunk_that_fits
 from tests.conftest import tiny_spec
 from tests.strategies.test_settings import grid_with

@@ -11,7 +11,7 @@ import torch
 from experiments.defaults import DEFAULTS, resolve_train
 from models.networks import Networks
 from models.small_cnn import SmallCNN
-from orchestrator.trial import TrialContext, draw_subset, initial_state, query
+from orchestrator.engine.trial import TrialContext, draw_subset, initial_state, query
 from strategies import STRATEGY_NAMES, build_strategy
 from tests.conftest import tiny_spec
 
@@ -35,7 +35,7 @@ def _round_inputs(strategy_name, digits, seed=0, score_augmented=False):
     ctx = TrialContext.create(spec, digits, "cpu")
     nets = narrow_networks(ctx.strategy, digits, seed)
     from models.training import train_round
-    from orchestrator.streams import generator
+    from orchestrator.engine.streams import generator
 
     state = initial_state(spec, digits)
     labeled = torch.nonzero(state.labeled_round >= 0).flatten().numpy()

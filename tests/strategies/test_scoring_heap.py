@@ -21,7 +21,7 @@ import yaml
 from experiments.errors import ConfigError
 from models import build_model
 from models.augment import Normalizer
-from orchestrator.grid import parse_grid
+from orchestrator.plan.grid import parse_grid
 from strategies import build_strategy
 from strategies.base import ScoringInputs
 from strategies.scoring_heap import _LIBC, ScoringHeap, run_scoring, set_scoring_heap

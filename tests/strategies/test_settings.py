@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from experiments.errors import ConfigError
-from orchestrator.grid import parse_grid
+from orchestrator.plan.grid import parse_grid
 from strategies import STRATEGIES, STRATEGY_NAMES, build_strategy
 
 GRID = """

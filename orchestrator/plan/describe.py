@@ -1,0 +1,83 @@
+"""The plan in words (`albench plan`): per strategy, trials, rounds, images trained and images scored; the
+round-0 fits and fused groups the plan's jobs hold; with a measured training throughput, hours.
+
+Counts come from the specs alone (no data is read), so `albench plan` works on a laptop for a cluster grid.
+"""
+
+from __future__ import annotations
+
+from orchestrator.plan.cost import StrategyCost, grid_cost
+from orchestrator.plan.grid import Grid
+from orchestrator.plan.jobs import Plan, build_plan
+from orchestrator.store.bookkeeper import Planned
+from orchestrator.store.ledger import TrialEntry
+
+SHOWN_GROUPS = 20
+
+
+def fresh_plan(grid: Grid) -> Plan:
+    """The plan of the grid before anything ran: every trial from round 1, no round-0 fit filed."""
+    planned = [
+        Planned(spec, TrialEntry(spec.trial_id, spec.label, spec.experiment, len(spec.regime.labeled_counts)))
+        for spec in grid.trials()
+    ]
+    return build_plan(planned, grid, filed=lambda key: False)
+
+
+def round0_saving(plan: Plan) -> int:
+    """Training image-passes the plan's round-0 fits save: each trains once for all the trials waiting on it."""
+    return sum((len(job.members) - 1) * int(job.work) for job in plan.fits)
+
+
+def fused_lines(plan: Plan, fuse: int) -> list[str]:
+    """The fused groups of the plan's jobs, each with its members, in the plan's order."""
+    groups = [job for job in plan.trials if len(job.members) > 1]
+    if fuse == 1:
+        return []
+    lines = [
+        f"fused (resources.fuse: {fuse}): {len(groups)} groups for {sum(len(j.members) for j in plan.trials)} "
+        "trials, each group trains as one (before a run, its complete trials drop out of their groups)"
+    ]
+    for i, job in enumerate(groups[:SHOWN_GROUPS], 1):
+        lines.append(f"  group {i}: {' + '.join(m.spec.label for m in job.members)}")
+    if len(groups) > SHOWN_GROUPS:
+        lines.append(f"  ... and {len(groups) - SHOWN_GROUPS} more groups")
+    return lines
+
+
+def format_cost(grid: Grid, train_images_per_second: float | None = None, plan: Plan | None = None) -> str:
+    """The plan's table: per strategy as if its trials ran alone; the total trains each round-0 group once."""
+    plan = plan or fresh_plan(grid)
+    rows = grid_cost(grid)
+    saved = round0_saving(plan)
+    alone = sum(r.train_images for r in rows)
+    total = StrategyCost(
+        "total",
+        sum(r.trials for r in rows),
+        sum(r.rounds for r in rows),
+        alone - saved,
+        sum(r.scored_images for r in rows),
+    )
+    lines = [f"grid '{grid.name}': {total.trials} trials, {total.rounds} rounds"]
+    width = max(18, *(len(r.strategy) + 2 for r in rows))
+    header = f"{'strategy':<{width}}{'trials':>8}{'rounds':>8}{'train images':>16}{'scored images':>16}"
+    if train_images_per_second:
+        header += f"{'train hours':>13}"
+    lines.append(header)
+    for r in [*rows, total]:
+        line = f"{r.strategy:<{width}}{r.trials:>8,}{r.rounds:>8,}{r.train_images:>16,}{r.scored_images:>16,}"
+        if train_images_per_second:
+            line += f"{r.train_images / train_images_per_second / 3600:>13,.1f}"
+        lines.append(line)
+    lines.append(
+        f"round 0 is trained once per group ({len(plan.fits)} groups for {total.trials} trials): the total trains "
+        f"{saved:,} image-passes fewer than the strategies' rows add up to ({saved / max(alone, 1):.1%})"
+    )
+    lines.append(
+        f"jobs: {len(plan.fits)} round-0 fits and {len(plan.trials)} trial jobs, longest first; each trial job "
+        "starts as soon as the fits it waits on are filed"
+    )
+    lines += fused_lines(plan, grid.resources.fuse)
+    if not any(t.regime.subset for t in grid.trials()):
+        lines.append("(a regime without subset scores the whole unlabeled pool: not counted above)")
+    return "\n".join(lines)
