@@ -153,6 +153,7 @@ def test_user_errors_print_one_message_without_a_traceback(tmp_path):
     assert not (tmp_path / "r" / "rounds").exists(), "nothing ran"
 
 
+@pytest.mark.slow  # more than 2 s
 def test_a_corrupt_checkpoint_stops_the_run_with_the_fix_and_a_deleted_one_restarts_its_trial(grid_file, tmp_path):
     results = tmp_path / "r"
     grid_file.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("[random, lplgrad]", "[random]"))
@@ -200,6 +201,7 @@ def test_a_diverging_trial_fails_alone_without_retries_and_status_shows_why(tmp_
     assert {run[0] for run in mlflow_runs(tmp_path / "r", "cli-test").values()} == {"FAILED"}
 
 
+@pytest.mark.slow  # more than 2 s
 def test_variants_of_a_strategy_are_distinct_trials_in_parquet_mlflow_status_and_reports(tmp_path):
     grid = tmp_path / "variants.yaml"
     grid.write_text(
@@ -232,6 +234,7 @@ def test_variants_of_a_strategy_are_distinct_trials_in_parquet_mlflow_status_and
     assert report.returncode == 0 and all(label in report.stdout for label in labels)
 
 
+@pytest.mark.slow  # more than 2 s
 def test_a_changed_grid_says_which_trials_are_new_and_what_the_kept_ones_computed(grid_file, tmp_path):
     grid_file.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("epochs: 8", "epochs: 2"))
     results = tmp_path / "r"
@@ -255,6 +258,7 @@ def test_table_list_and_status_on_empty_folders(tmp_path):
     assert "bait              lam (float > 0, default 1.0), oversample (int > 0, default 2)" in listing
 
 
+@pytest.mark.slow  # more than 2 s
 def test_a_rerun_of_a_finished_grid_reads_no_checkpoint_and_rebuilds_no_report_until_the_rows_change(
     grid_file, tmp_path
 ):

@@ -38,6 +38,7 @@ def ran_twice(tmp_path_factory):
     return results, Tracker(default_tracking_uri(results), "tracked", results)
 
 
+@pytest.mark.slow  # more than 2 s
 def test_the_experiment_opens_on_its_runs(ran_twice):
     _, tracker = ran_twice
     experiment = tracker.client.get_experiment(tracker.experiment_id)

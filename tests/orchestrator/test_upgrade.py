@@ -90,6 +90,7 @@ def test_the_old_folder_is_what_17506af_wrote(old_results):
     assert set(read_rounds(old_results)["git_sha"]) == {OLD_SHA}
 
 
+@pytest.mark.slow  # more than 2 s
 def test_the_same_command_after_the_upgrade_reruns_nothing_and_resumes_the_partial_trial(old_results, tmp_path):
     status = albench_here("status", "--results", old_results)
     assert status.stdout.count("written by an older albench") == 2
@@ -199,6 +200,7 @@ def test_every_strategy_computes_bit_for_bit_what_17506af_computed(tmp_path):
         assert _same(got, rounds), label
 
 
+@pytest.mark.slow  # more than 2 s
 def test_the_old_trials_mlflow_runs_are_kept_and_found_by_their_new_ids(old_results):
     """17506af tagged each trial's run with its old id; the ledger kept the run's id. The carry-over retags the
     runs, logs only the rounds they lack, and creates no second run for a trial."""

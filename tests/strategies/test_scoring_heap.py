@@ -79,6 +79,7 @@ def measure_peak_rises(training_steps: int = 20, mode: ScoringHeap = "bounded", 
 
 
 @pytest.mark.skipif(_LIBC is None or not STATUS.exists(), reason="the bounded heap is a glibc (Linux) feature")
+@pytest.mark.slow  # more than 2 s
 def test_bounded_heap_peak_does_not_grow_with_the_pool():
     root = Path(__file__).resolve().parents[2]
     # one pass each: a fresh process has no other thread allocating during it
