@@ -122,14 +122,11 @@ class JobRelease(Searcher):
         self.resolved.add(fit_id)
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        for job in self.waiting:
-            if not self.resolved.issuperset(job.waits_on):
-                continue
-            self.waiting.remove(job)
-            launch = self.launch_of(job)
-            if launch is not None:  # None: every member failed with its round-0 fit
-                return tune_config(job.id, tune_name(job), job.shards, launch)
-            return self.suggest(trial_id)
+        while ready := next((job for job in self.waiting if self.resolved.issuperset(job.waits_on)), None):
+            self.waiting.remove(ready)
+            launch = self.launch_of(ready)
+            if launch is not None:  # None: every member failed with its round-0 fit; try the next one
+                return tune_config(ready.id, tune_name(ready), ready.shards, launch)
         return Searcher.FINISHED if not self.waiting else None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

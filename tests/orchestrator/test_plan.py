@@ -117,3 +117,29 @@ def test_a_fast_groups_trials_start_while_a_slow_groups_fit_still_trains(node_wi
     assert early, f"a fast trial starts before the slow group's fit is filed ({slow_fit_filed}): {started}"
     run_grid_locally(grid, Bookkeeper(tmp_path / "local", None), report=lambda line: None)
     pd.testing.assert_frame_equal(records(tmp_path / "ray"), records(tmp_path / "local"))
+
+
+def test_a_failing_round0_fit_fails_its_trials_alone_and_the_other_groups_finish(tmp_path, monkeypatch):
+    """In-process (a worker's code cannot be patched from here): the seed-1 fit diverges; its trials fail with its
+    error, before any of them runs, and seed 0's group and the trials of its own fits finish."""
+    import orchestrator.engine.execute
+    from experiments.errors import DivergedError
+
+    grid = parse_grid(GRID | {"strategies": ["random", "entropy"], "train": {"epochs": 1}})
+    bad = round0_key(next(t for t in grid.trials() if t.seed == 1))
+    real = orchestrator.engine.execute.fit_round0
+
+    def diverges_for_seed_1(spec, dataset, key, device):
+        if key == bad:
+            raise DivergedError("training diverged (loss nan) in round 0")
+        return real(spec, dataset, key, device)
+
+    monkeypatch.setattr(orchestrator.engine.execute, "fit_round0", diverges_for_seed_1)
+    lines: list[str] = []
+    entries = run_grid_locally(grid, Bookkeeper(tmp_path, None), report=lines.append)
+    by_seed = {seed: [e for e in entries if e.label.endswith(f"seed{seed}")] for seed in (0, 1)}
+    assert {e.status for e in by_seed[0]} == {"done"}
+    assert {e.status for e in by_seed[1]} == {"failed"} and all(e.rounds_done == 0 for e in by_seed[1])
+    assert all(e.error == f"round 0 of its group {bad}: DivergedError: training diverged (loss nan) in round 0"
+               for e in by_seed[1])  # fmt: skip
+    assert not any("seed1: running" in line for line in lines), "no trial of the failed fit starts"
