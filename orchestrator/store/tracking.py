@@ -76,6 +76,8 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._logged: dict[str, set[int]] = {}  # run id -> steps already logged
         self._runs_by_trial: dict[str, str] | None = None  # trial id -> run id, listed once when first needed
+        self._unfilled: set[str] = set()  # runs created whose params a failed call left unlogged
+        self._creating: set[str] = set()  # trials whose run creation failed (the server may have made it)
         self._status: dict[str, str] = {}  # run id -> the status this tracker set last (it is the only writer)
         self.experiment, self.results = experiment, Path(results)
         self.parent_id: str | None = None  # set by open_grid: every trial run is filed under it
@@ -177,9 +179,20 @@ class Tracker:
         """The trial's own run: found by its trial_id tag, else created with the resolved spec as params (and
         `status`); filed under the grid's parent run, with its datasets as inputs."""
         run_id = self._trial_runs().get(spec.trial_id)
-        if run_id is None:
-            run_id = self._runs_by_trial[spec.trial_id] = self._new_run(spec, git_sha, status)
+        if run_id is None and spec.trial_id in self._creating:  # the last try failed: did the server make it?
+            run_id = self._search_trial_run(spec.trial_id)
+            if run_id is not None:
+                self._runs_by_trial[spec.trial_id] = run_id
+                self._unfilled.add(run_id)
+        if run_id is None or run_id in self._unfilled:
+            if run_id is None:  # kept at once: a retry after a failed call fills this run, never makes another
+                self._creating.add(spec.trial_id)
+                run_id = self._runs_by_trial[spec.trial_id] = self._new_run(spec, git_sha)
+                self._unfilled.add(run_id)
+                self._creating.discard(spec.trial_id)
+            self._fill_run(run_id, spec, status)
             self._log_inputs(run_id, inputs)  # a new run: filed under the parent at creation, nothing logged yet
+            self._unfilled.discard(run_id)
             self._logged[run_id] = set()
         else:
             self.link(run_id, inputs)
@@ -201,6 +214,10 @@ class Tracker:
                     break
             self._runs_by_trial = found
         return self._runs_by_trial
+
+    def _search_trial_run(self, trial_id: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.trial_id = '{trial_id}'")
+        return runs[0].info.run_id if runs else None
 
     def link(self, run_id: str, inputs: Sequence[DatasetDigest] = ()) -> bool:
         """Files a trial's run under the grid's parent and logs its datasets, each once (runs of earlier albench
@@ -234,9 +251,7 @@ class Tracker:
             ]
             self.client.log_inputs(run_id, datasets)
 
-    def _new_run(self, spec: TrialSpec, git_sha: str, status: str) -> str:
-        from mlflow.entities import Param
-
+    def _new_run(self, spec: TrialSpec, git_sha: str) -> str:
         tags = {
             "trial_id": spec.trial_id,
             "dataset": spec.dataset.name,
@@ -250,6 +265,13 @@ class Tracker:
         if self.parent_id is not None:
             tags[PARENT_TAG] = self.parent_id
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.label)
+        self._status[run.info.run_id] = "RUNNING"  # as MLflow creates a run
+        return run.info.run_id
+
+    def _fill_run(self, run_id: str, spec: TrialSpec, status: str) -> None:
+        """A new run's params (the resolved spec) and status; logging the same params again is allowed."""
+        from mlflow.entities import Param
+
         resolved = spec.model_dump(mode="json")
         # every setting of the strategy, defaults included, so the UI compares variants column by column
         settings = validate_settings(spec.strategy.name, spec.strategy.settings).model_dump(mode="json")
@@ -258,11 +280,9 @@ class Tracker:
         names = sorted(params)
         for start in range(0, len(names), 100):  # MLflow takes at most 100 params per batch
             batch = [Param(k, params[k][:6000]) for k in names[start : start + 100]]
-            self.client.log_batch(run.info.run_id, params=batch)
-        self._status[run.info.run_id] = "RUNNING"  # as MLflow creates a run
+            self.client.log_batch(run_id, params=batch)
         if status == "SCHEDULED":  # an ended status is set by `set_status`, with the trial's own end time
-            self.set_status(run.info.run_id, status)
-        return run.info.run_id
+            self.set_status(run_id, status)
 
     def log_rounds(self, run_id: str, records: list[RoundRecord]) -> int:
         """Logs the rounds not yet in the run (metric step = n_labeled); returns how many were new."""

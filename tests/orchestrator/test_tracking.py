@@ -191,3 +191,31 @@ def test_the_mlflow_ui_shows_the_trials_nested_under_the_grid_and_the_report_in_
     assert "index.html True" in done.stdout
     shots = sorted(p.name for p in tmp_path.glob("*.png"))
     assert shots == ["mlflow-landing.png", "mlflow-nested-runs.png", "mlflow-parent-artifacts.png"]
+
+
+@pytest.mark.parametrize("fails", ["after_create", "in_create"])
+def test_a_run_creation_cut_off_by_the_server_is_finished_on_retry_never_made_twice(tmp_path, fails):
+    """The server goes away in the middle of making a trial's run: after MLflow made it (its params not logged yet),
+    or inside the creating call itself, having made it but with the answer lost. The retry finishes that run."""
+    from tests.conftest import tiny_spec
+
+    tracker = Tracker(default_tracking_uri(tmp_path), "cut-off", tmp_path)
+    spec = tiny_spec("entropy", 0)
+    client, real_create, real_batch = tracker.client, tracker.client.create_run, tracker.client.log_batch
+
+    def create_then_lose_the_answer(*args, **kwargs):
+        real_create(*args, **kwargs)
+        raise ConnectionError("the server went away")
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("the server went away")
+
+    client.create_run = create_then_lose_the_answer if fails == "in_create" else real_create
+    client.log_batch = refused if fails == "after_create" else real_batch
+    with pytest.raises(ConnectionError):
+        tracker.run_for(spec, "sha")
+    client.create_run, client.log_batch = real_create, real_batch
+    run_id = tracker.run_for(spec, "sha")
+    (run,) = trial_runs(tracker)
+    assert run.info.run_id == run_id and run.data.params["strategy.name"] == "entropy"
+    assert tracker.run_for(spec, "sha") == run_id and len(trial_runs(tracker)) == 1
