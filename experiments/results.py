@@ -34,6 +34,8 @@ SCHEMA = pa.schema(
         ("strategy_name", pa.string()),  # the registered name, e.g. 'bait'
         ("seed", pa.int64()),
         ("model", pa.string()),
+        # the plugins the trial uses: 'model: albench-bald 0.1.0; strategy: albench-bald 0.1.0'; '' for albench's own
+        ("plugins", pa.string()),
         ("round", pa.int64()),
         ("n_labeled", pa.int64()),
         ("test_accuracy", pa.float64()),
@@ -90,7 +92,29 @@ def read_rounds(results: str | os.PathLike) -> pd.DataFrame:
     folder = Path(results) / ROUNDS_DIR
     if not folder.is_dir() or not any(folder.glob("*.parquet")):
         return SCHEMA.empty_table().to_pandas()
-    return pads.dataset(folder, schema=SCHEMA, format="parquet").to_table().to_pandas()
+    return _versions_apart(pads.dataset(folder, schema=SCHEMA, format="parquet").to_table().to_pandas())
+
+
+def plugins_text(plugins: dict[str, str]) -> str:
+    return "; ".join(f"{kind}: {provenance}" for kind, provenance in sorted(plugins.items()))
+
+
+def _versions_apart(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Where one strategy's trials of a grid ran on two versions of a plugin (a package upgraded between runs),
+    each version's rows carry it in their `strategy` label: no table or figure averages two versions' seeds."""
+    missing = rounds["plugins"].isna()
+    plugins = rounds["plugins"].fillna("")
+    if missing.any():  # rows written before the column: their spec says (nothing, before plugins existed)
+        of_spec = {
+            text: plugins_text(json.loads(text).get("plugins", {})) for text in rounds.loc[missing, "spec"].unique()
+        }
+        plugins[missing] = rounds.loc[missing, "spec"].map(of_spec)
+    keys = ["experiment", "dataset", "regime", "strategy"]
+    mixed = plugins.groupby([rounds[k] for k in keys]).transform("nunique") > 1
+    if mixed.any():
+        rounds = rounds.copy()
+        rounds.loc[mixed, "strategy"] = rounds.loc[mixed, "strategy"] + " [" + plugins[mixed] + "]"
+    return rounds
 
 
 def spec_columns(spec: TrialSpec) -> dict:
@@ -105,6 +129,7 @@ def spec_columns(spec: TrialSpec) -> dict:
         "strategy_name": spec.strategy.name,
         "seed": spec.seed,
         "model": spec.model,
+        "plugins": plugins_text(spec.plugins),
         "initial": regime.initial,
         "query": regime.query,
         "subset": regime.subset,

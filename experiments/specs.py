@@ -131,6 +131,9 @@ class TrialSpec(Frozen):
     seed: int
     train: TrainSpec
     scoring: ScoringSpec = ScoringSpec()
+    # The plugins the trial uses, by kind: {"strategy": "albench-bald 0.1.0"} (package and version). Part of the id,
+    # so a new version of a plugin makes new trials; empty (and so outside the id) for albench's own.
+    plugins: dict[Literal["strategy", "model", "dataset"], str] = Field(default_factory=dict)
 
     @property
     def trial_id(self) -> str:
@@ -162,5 +165,6 @@ def canonical_form(spec: TrialSpec) -> dict[str, Any]:
         "strategy": {"name": spec.strategy.name, **spec.strategy.settings},
         "train": {key: value for key, value in _without_defaults(spec.train).items() if key not in EXECUTION_ONLY},
         "scoring": _without_defaults(spec.scoring),
+        "plugins": dict(sorted(spec.plugins.items())),
     }
     return {key: value for key, value in form.items() if value != {}}

@@ -1,4 +1,7 @@
-"""Backbones (a registry), training and evaluation. Every backbone returns a `ModelOutput`."""
+"""Backbones (a registry), training and evaluation. Every backbone returns a `ModelOutput`.
+
+Besides albench's own, the registry holds the backbones other installed packages declare in the entry-point group
+`albench.models` (`experiments.plugins`): each a callable (n_classes, in_channels) -> nn.Module."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from experiments.errors import ConfigError
+from experiments.plugins import Plugin, PluginError, Registry
 from models.outputs import ModelOutput
 from models.resnet import ResNet18
 from models.small_cnn import SmallCNN
@@ -15,15 +18,26 @@ MODELS: dict[str, Callable[[int, int], nn.Module]] = {
     "resnet18": lambda n_classes, in_channels: ResNet18(n_classes, in_channels),
     "small_cnn": lambda n_classes, in_channels: SmallCNN(n_classes, in_channels),
 }
-MODEL_NAMES = tuple(sorted(MODELS))
+MODEL_NAMES = tuple(sorted(MODELS))  # albench's own; `REGISTRY.names()` adds the plugins'
 
-__all__ = ["MODELS", "MODEL_NAMES", "ModelOutput", "build_model", "tap_channels"]
+__all__ = ["MODELS", "MODEL_NAMES", "REGISTRY", "ModelOutput", "build_model", "tap_channels"]
 
 
-def build_model(name: str, n_classes: int, in_channels: int) -> nn.Module:
-    if name not in MODELS:
-        raise ConfigError(f"model '{name}' is unknown; known: {', '.join(MODEL_NAMES)}")
-    return MODELS[name](n_classes, in_channels)
+def _model_builder(plugin: Plugin, found: object) -> Callable[[int, int], nn.Module]:
+    if not callable(found):
+        raise PluginError(
+            f"model '{plugin.name}' (entry point '{plugin.entry_point}' of {plugin.provenance}) is {found!r}: "
+            "it must be a callable (n_classes, in_channels) -> nn.Module, such as the module's class"
+        )
+    return found
+
+
+REGISTRY: Registry[Callable[[int, int], nn.Module]] = Registry("model", MODELS, _model_builder)
+
+
+def build_model(name: str, n_classes: int, in_channels: int, planned_with: str | None = None) -> nn.Module:
+    """A fresh backbone. `planned_with`: a plugin's package and version as the trial's spec records them."""
+    return REGISTRY.get(name, planned_with)(n_classes, in_channels)
 
 
 def tap_channels(backbone: nn.Module, image_shape: tuple[int, int, int]) -> list[int]:

@@ -30,7 +30,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     from orchestrator.plan.grid import load_grid
     from orchestrator.store.lock import results_lock
 
+    if args.ship and args.in_process:
+        raise AlbenchError("--ship sends plugin code to Ray workers; --in-process runs none: drop one of them")
     grid = load_grid(args.grid)
+    if args.ship:  # before anything is made: a folder that cannot be shipped is refused first
+        from orchestrator.run.ship import shipped_modules
+
+        shipped_modules(args.ship, grid.trials())
     results = Path(args.results) if args.results else Path("results") / grid.name
     with results_lock(results, say):  # one driver per results folder
         _run_locked(args, grid, results)
@@ -75,6 +81,7 @@ def _run_locked(args: argparse.Namespace, grid, results: Path) -> None:
             report=say,
             set_aside_old=args.set_aside_old,
             verbose=args.verbose,
+            ship=tuple(args.ship),
         )
     close_grid(keeper, grid.name, entries, say)  # the grid's summary and report on its MLflow parent run
     rounds = read_rounds(results)
@@ -186,22 +193,43 @@ def _keeper_of(results: str, tracking_uri: str | None, experiment: str):
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from orchestrator.plan.describe import format_cost
+    from orchestrator.plan.describe import format_cost, results_lines
     from orchestrator.plan.grid import load_grid
 
-    say(format_cost(load_grid(args.grid), args.train_ips))
+    grid = load_grid(args.grid)
+    say(format_cost(grid, args.train_ips))
+    results = Path(args.results) if args.results else Path("results") / grid.name
+    if (results / "trials").is_dir():
+        say("\n".join(results_lines(grid.trials(), results)))
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from experiments.datasets import DATASET_NAMES
-    from models import MODEL_NAMES
-    from strategies import STRATEGY_NAMES, settings_of
+    from experiments.datasets import REGISTRY as DATASETS
+    from experiments.plugins import BUILT_IN, discovered
+    from models import REGISTRY as MODELS
+    from strategies import REGISTRY as STRATEGIES
+
+    def shown(name: str, source: str) -> str:
+        return name if source == BUILT_IN else f"{name} [{source}]"
 
     say("strategies and their settings (set per strategy in a grid: {name: bait, lam: 0.01}):")
-    for name in STRATEGY_NAMES:
-        say(f"  {name:17} {settings_of(name).describe()}")
-    say("datasets:  ", ", ".join(DATASET_NAMES))
-    say("models:    ", ", ".join(MODEL_NAMES))
+    rows = STRATEGIES.listing()
+    width = max(17, *(len(shown(n, s)) + 1 for n, s, _ in rows))
+    for name, source, problem in rows:
+        settings = "cannot be used: see below" if problem else STRATEGIES.get(name).Settings.describe()
+        say(f"  {shown(name, source):{width}} {settings}")
+    listed = {"strategy": rows}
+    for kind, title, registry in (("dataset", "datasets:", DATASETS), ("model", "models:", MODELS)):
+        listed[kind] = registry.listing()
+        say(f"{title:11}", ", ".join(shown(n, s) for n, s, _ in listed[kind]))
+    plugins = [p for kind in ("strategy", "model", "dataset") for p in discovered(kind)]
+    if plugins:
+        say("plugins (installed packages' entry points):")
+        for p in plugins:
+            say(f"  {p.kind:9} {p.name:17} {p.package} {p.version}   ({p.value})")
+    problems = [problem for rows in listed.values() for _, _, problem in rows if problem]
+    if problems:
+        say("plugins that cannot be used (grids that do not name them still run):\n  " + "\n  ".join(problems))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage-path", help="Tune checkpoint storage shared by all nodes (default: RESULTS/tune)")
     run.add_argument("--data-root", help="data root (default: the grid's data_root, $ALBENCH_DATA_ROOT, ~/data)")
     run.add_argument("--in-process", action="store_true", help="run the trials one by one in this process, no Ray")
+    run.add_argument(
+        "--ship",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a plugin's package folder to send to every Ray worker (repeatable), for nodes without it installed",
+    )
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="with --in-process")
     run.add_argument("--progress", default="rounds", choices=["rounds", "trials"], help="with --in-process")
     run.add_argument("--verbose", action="store_true", help="Ray's, Tune's and MLflow's own lines on the console too")
@@ -262,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="what a grid costs before it runs: trials, rounds, images trained and scored")
     plan.add_argument("grid", help="grid YAML file")
     plan.add_argument("--train-ips", type=float, help="measured training images/s on the target device: adds hours")
+    plan.add_argument(
+        "--results", help="results folder to compare with: what is done, what is new (default: results/<grid name>)"
+    )
     plan.set_defaults(func=cmd_plan)
     sub.add_parser("list", help="list strategies, datasets and models").set_defaults(func=cmd_list)
     return parser

@@ -1,5 +1,6 @@
 """Active-learning strategies (a registry): each declares its settings, its training objective and networks,
-a map over shards of the pool, and a select."""
+a map over shards of the pool, and a select. Besides albench's own, the registry holds the strategies other
+installed packages declare in the entry-point group `albench.strategies` (`experiments.plugins`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from experiments.errors import ConfigError
+from experiments.plugins import Plugin, PluginError, Registry
 from experiments.specs import StrategySpec, TrainSpec
 from strategies.badge import BadgeStrategy
 from strategies.bait import BaitStrategy
@@ -37,14 +39,35 @@ STRATEGIES: dict[str, type[Strategy]] = {
         LPLgradStrategy,
     )
 }
-STRATEGY_NAMES = tuple(sorted(STRATEGIES))
+STRATEGY_NAMES = tuple(sorted(STRATEGIES))  # albench's own; `REGISTRY.names()` adds the plugins'
+
+
+def _strategy_class(plugin: Plugin, found: object) -> type[Strategy]:
+    """A plugin's strategy is a `Strategy` subclass whose `name` is its entry point's and whose settings are
+    `StrategySettings`; anything else is refused, naming the entry point."""
+    where = f"strategy '{plugin.name}' (entry point '{plugin.entry_point}' of {plugin.provenance})"
+    if not (isinstance(found, type) and issubclass(found, Strategy)):
+        raise PluginError(f"{where} is {found!r}, not a subclass of albench.api.Strategy")
+    if getattr(found, "name", None) != plugin.name:
+        raise PluginError(
+            f"{where}: its class {found.__name__} has name = {getattr(found, 'name', None)!r}; set it to "
+            f"'{plugin.name}', the entry point's name, which grids and results use"
+        )
+    if not (isinstance(found.Settings, type) and issubclass(found.Settings, StrategySettings)):
+        raise PluginError(f"{where}: its Settings must subclass albench.api.StrategySettings")
+    return found
+
+
+REGISTRY: Registry[type[Strategy]] = Registry("strategy", STRATEGIES, _strategy_class)
 
 __all__ = [
+    "REGISTRY",
     "STRATEGIES",
     "STRATEGY_NAMES",
     "build_strategy",
     "resolve_strategy",
     "settings_of",
+    "strategy_class",
     "validate_settings",
     "variant_label",
     "ScoringInputs",
@@ -56,11 +79,15 @@ __all__ = [
 ]
 
 
+def strategy_class(name: str, planned_with: str | None = None) -> type[Strategy]:
+    """A strategy's class, albench's own or a plugin's (`planned_with`: the plugin's package and version the trial
+    was planned with); an unknown name is a ConfigError listing the known ones, plugins included."""
+    return REGISTRY.get(name, planned_with)
+
+
 def settings_of(name: str) -> type[StrategySettings]:
     """The settings model of a registered strategy; an unknown name is a ConfigError listing the known ones."""
-    if name not in STRATEGIES:
-        raise ConfigError(f"strategy '{name}' is unknown; known: {', '.join(STRATEGY_NAMES)}")
-    return STRATEGIES[name].Settings
+    return strategy_class(name).Settings
 
 
 def validate_settings(name: str, given: Mapping[str, Any]) -> StrategySettings:
@@ -97,7 +124,8 @@ def variant_label(name: str, given: Mapping[str, Any]) -> str:
     return f"{name}({', '.join(f'{key}={yaml_value(shown[key])}' for key in ordered)})" if ordered else name
 
 
-def build_strategy(spec: StrategySpec | str) -> Strategy:
-    """The strategy a spec names, configured by its settings (a bare name gives the defaults)."""
+def build_strategy(spec: StrategySpec | str, planned_with: str | None = None) -> Strategy:
+    """The strategy a spec names, configured by its settings (a bare name gives the defaults). `planned_with`: a
+    plugin's package and version as the trial's spec records them (`TrialSpec.plugins`), checked here."""
     spec = StrategySpec(name=spec) if isinstance(spec, str) else spec
-    return STRATEGIES[spec.name](validate_settings(spec.name, spec.settings))
+    return strategy_class(spec.name, planned_with)(validate_settings(spec.name, spec.settings))

@@ -103,3 +103,30 @@ def test_make_targets_shown_exist():
     makefile = (REPO / "Makefile").read_text()
     for target in ("demo", "test"):
         assert re.search(rf"^{target}:", makefile, flags=re.M), target
+
+
+def test_the_plugin_pages_strategy_scores_by_its_contract_and_its_entry_points_are_the_examples(digits):
+    """The strategy `docs/plugins.md` shows runs as shown (a real backbone on real digits, its scores checked by
+    the engine's contract check), and its entry-point block is the example package's own."""
+    import numpy as np
+    import torch
+
+    from models.augment import Normalizer
+    from models.small_cnn import SmallCNN
+    from orchestrator.engine.query import checked
+    from strategies.base import ScoringInputs
+
+    page = (REPO / "docs" / "plugins.md").read_text()
+    namespace: dict = {}
+    exec(re.search(r"```python\n(.*?)```", page, re.S).group(1), namespace)
+    strategy = namespace["VariationRatio"](namespace["RatioSettings"](temperature=2.0))
+    torch.manual_seed(0)
+    backbone, normalize = SmallCNN(10, 1).eval(), Normalizer(digits.mean, digits.std)
+    inputs = ScoringInputs(backbone, digits.train_images[:70], np.arange(70), normalize, 32, selection_key=0)
+    scores = checked(strategy, inputs, strategy.score(inputs)).scores
+    with torch.no_grad():
+        expected = 1 - torch.softmax(backbone(normalize(digits.train_images[:70])).logits / 2.0, 1).amax(1)
+    np.testing.assert_allclose(scores, expected.double().numpy(), rtol=1e-6)
+
+    toml = re.search(r"```toml\n(.*?)```", page, re.S).group(1).strip()
+    assert toml in (REPO / "examples" / "albench-bald" / "pyproject.toml").read_text()

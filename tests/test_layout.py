@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import REPO
 
-PACKAGES = ("experiments", "models", "strategies", "orchestrator")  # bottom to top: each imports only lower ones
+# bottom to top: each imports only lower ones (`albench` holds the public extension API, over the three below it)
+PACKAGES = ("experiments", "models", "strategies", "orchestrator", "albench")
 
 # Bottom to top; a module may import its own layer or lower ones. Every module of the packages is in one layer.
 LAYERS = {
@@ -24,6 +25,7 @@ LAYERS = {
         "experiments.defaults",
         "experiments.records",
         "experiments.results",
+        "experiments.plugins",
     ],
     "data": ["experiments.datasets"],
     "models": ["models"],
@@ -41,6 +43,7 @@ LAYERS = {
         "orchestrator.cli",
         "experiments",
         "orchestrator",
+        "albench",
     ],
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from experiments.errors import DatasetNotFoundError
+from experiments.specs import TrainSpec
 
 DEFAULT_DATA_ROOT = "~/data"
 
@@ -123,3 +125,14 @@ def seeded_stratified_split(labels: np.ndarray, test_fraction: float, seed: int)
         test.append(members[:n_test])
         train.append(members[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@dataclass(frozen=True)
+class DatasetPlugin:
+    """What a package's `albench.datasets` entry point names: a loader of the data root, and the backbone and
+    reference training schedule its grids use unless they set their own (as `experiments.defaults` gives
+    albench's datasets). The loader reads only local files: it runs on the driver, which sends the data on."""
+
+    load: Callable[[Path], Dataset]  # the data root (--data-root, the grid's data_root, $ALBENCH_DATA_ROOT) -> Dataset
+    model: str  # a backbone name, albench's or a plugin's
+    train: TrainSpec  # the reference schedule; a grid's `train:` overrides apply to it

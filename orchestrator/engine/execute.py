@@ -17,6 +17,7 @@ import torch
 
 from experiments.datasets import Dataset
 from experiments.errors import AlbenchError
+from experiments.plugins import PluginError
 from orchestrator.engine.checkpoint import checkpoint_exists, load_checkpoint, load_fit
 from orchestrator.engine.gpu import out_of_memory
 from orchestrator.engine.group import run_group
@@ -71,6 +72,9 @@ def execute(
         share, spec = launch.bundle.get("GPU", 1.0), launch.members[0].spec
         message = describe(out_of_memory(error, share, launch.score_batch_size, spec.train.batch_size))
         output.failed(dict.fromkeys(everyone, message))
+    except PluginError as error:  # this worker's node lacks the plugin, or has another version: so will a retry
+        node = (where or {}).get("node")
+        output.failed(dict.fromkeys(everyone, describe(error) + (f" (Ray node {node[:12]})" if node else "")))
     except AlbenchError as error:  # deterministic (a corrupt checkpoint, a diverging fit): a retry fails alike
         output.failed(dict.fromkeys(everyone, describe(error)))
 

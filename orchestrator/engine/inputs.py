@@ -26,7 +26,7 @@ def load_datasets(specs: list[TrialSpec], data_root: str | None) -> dict[str, Da
     for spec in specs:
         key = dataset_key(spec)
         if key not in datasets:
-            datasets[key] = load_dataset(spec.dataset, data_root)
+            datasets[key] = load_dataset(spec.dataset, data_root, spec.plugins.get("dataset"))
         check_budget_fits(spec, datasets[key])
     return datasets
 

@@ -11,16 +11,71 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from strategies import Strategy
+from experiments.errors import AlbenchError
+from strategies import REGISTRY, Strategy
 from strategies.base import ScoringInputs, ShardResult, merge_shards
 from strategies.scoring_heap import run_scoring
 
 ShardMapper = Callable[[Strategy, list[ScoringInputs], int], list[ShardResult]]
 
 
+class StrategyOutputError(AlbenchError):
+    """A strategy's `score` broke its contract (a plugin's, typically): wrong type, shape or pool indices, or NaN.
+    Deterministic: the trial fails alone, without retries."""
+
+    def __init__(self, who: str, problem: str, round_index: int | None = None) -> None:
+        self.who, self.problem, self.round_index = who, problem, round_index
+        where = "" if round_index is None else f" in round {round_index}"
+        super().__init__(f"{who}{where}: {problem}")
+
+    def __reduce__(self):  # pickled across Ray by its fields, not by its message
+        return StrategyOutputError, (self.who, self.problem, self.round_index)
+
+    def in_round(self, round_index: int) -> StrategyOutputError:
+        return StrategyOutputError(self.who, self.problem, round_index)
+
+
 def map_shards_locally(strategy: Strategy, shards: list[ScoringInputs], b: int) -> list[ShardResult]:
     """The in-process mapper; the orchestrator substitutes one that sends shards to actors."""
-    return [run_scoring(lambda shard=shard: strategy.reduce(strategy.score(shard), b)) for shard in shards]
+    return [run_scoring(lambda shard=shard: score_shard(strategy, shard, b)) for shard in shards]
+
+
+def score_shard(strategy: Strategy, inputs: ScoringInputs, b: int) -> ShardResult:
+    """One shard's map, checked against the strategy protocol, then reduced: what every mapper runs."""
+    return strategy.reduce(checked(strategy, inputs, strategy.score(inputs)), b)
+
+
+def checked(strategy: Strategy, inputs: ScoringInputs, result: object) -> ShardResult:
+    """`result` if it is what `score` promises: a ShardResult for exactly the shard's pool indices, with a finite
+    score [n] or feature row [n, d] each. Albench's own strategies meet it except on a diverged model (NaN
+    scores: `top_b` says that); a plugin's that does not is named, with what it returned."""
+    plugin = REGISTRY.plugins().get(strategy.name, [])
+    who = f"strategy '{strategy.name}'" + (f" (plugin {plugin[0].provenance})" if plugin else "")
+    n = len(inputs.pool_indices)
+    if not isinstance(result, ShardResult):
+        raise StrategyOutputError(who, f"score() returned {type(result).__name__}, not a ShardResult")
+    if not np.array_equal(np.asarray(result.pool_indices), inputs.pool_indices):
+        raise StrategyOutputError(
+            who, f"score() returned {len(result.pool_indices)} pool indices, not the shard's {n} in its order"
+        )
+    if result.scores is None and result.features is None:
+        raise StrategyOutputError(who, "score() returned neither scores nor features")
+    for what, values, want in (("scores", result.scores, "[n]"), ("features", result.features, "[n, d]")):
+        if values is None:
+            continue
+        values = np.asarray(values)
+        if values.ndim != len(want.split(",")) or len(values) != n:
+            raise StrategyOutputError(
+                who, f"score() returned {what} of shape {list(values.shape)}; want {want} with n = {n}, one per image"
+            )
+        bad = ~np.isfinite(values).reshape(n, -1).all(axis=1)
+        if plugin and bad.any():
+            raise StrategyOutputError(
+                who,
+                f"score() returned non-finite {what} (NaN or inf) for {int(bad.sum())} of {n} images "
+                f"(pool indices {inputs.pool_indices[bad][:5].tolist()})",
+            )
+    return result
 
 
 def draw_subset(labeled_round: torch.Tensor, size: int | None, generator: torch.Generator) -> np.ndarray:

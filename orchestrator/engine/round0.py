@@ -26,9 +26,9 @@ from strategies import build_strategy
 
 def round0_form(spec: TrialSpec) -> dict[str, Any]:
     """What a trial's round 0 computes, as plain JSON values (defaults left out, as in the trial id)."""
-    strategy = build_strategy(spec.strategy)
+    strategy = build_strategy(spec.strategy, spec.plugins.get("strategy"))
     objective = strategy.objective
-    return {
+    form = {
         "spec_version": SPEC_VERSION,
         "dataset": spec.dataset.model_dump(mode="json", exclude_defaults=True),
         "model": spec.model,
@@ -38,6 +38,18 @@ def round0_form(spec: TrialSpec) -> dict[str, Any]:
         "objective": {"kind": type(objective).__qualname__, **{k: _plain(v) for k, v in vars(objective).items()}},
         "networks": {name: _qualname(build) for name, build in sorted(strategy.auxiliary_networks.items())},
     }
+    # A plugin's backbone or data changes round 0; a plugin strategy's only where it trains with code of its own
+    plugins = {kind: of for kind, of in spec.plugins.items() if kind != "strategy" or _trains_own_code(strategy)}
+    return {**form, "plugins": plugins} if plugins else form
+
+
+def _trains_own_code(strategy: Any) -> bool:
+    """Whether a strategy's objective or auxiliary networks come from outside albench (a plugin's)."""
+    modules = [
+        type(strategy.objective).__module__,
+        *(getattr(b, "__module__", "") for b in strategy.auxiliary_networks.values()),
+    ]
+    return any(not module.startswith(("models.", "strategies.")) for module in modules)
 
 
 def _plain(value: Any) -> Any:

@@ -29,7 +29,7 @@ from models.networks import Networks, Weights
 from models.training import train_round
 from orchestrator.engine.gpu import GpuMeter, GpuUse, mps_active, set_deterministic
 from orchestrator.engine.provenance import device_name, git_sha
-from orchestrator.engine.query import ShardMapper, draw_subset, map_shards_locally, query
+from orchestrator.engine.query import ShardMapper, StrategyOutputError, draw_subset, map_shards_locally, query
 from orchestrator.engine.records import Fit, Round0Fit, TrialState
 from orchestrator.engine.streams import generator, seeded_global_rng, stream_key
 from strategies import Strategy, build_strategy
@@ -59,7 +59,7 @@ class TrialContext:
         check_budget_fits(spec, dataset)
         return cls(
             spec,
-            build_strategy(spec.strategy),
+            build_strategy(spec.strategy, spec.plugins.get("strategy")),
             dataset,
             dataset.train_images.to(device),
             dataset.train_labels.to(device),
@@ -73,7 +73,7 @@ class TrialContext:
     def sharing(self, spec: TrialSpec, dataset: Dataset) -> TrialContext:
         """Another trial's context on the same device-resident dataset (a fused group uploads it once)."""
         check_budget_fits(spec, dataset)
-        return replace(self, spec=spec, strategy=build_strategy(spec.strategy))
+        return replace(self, spec=spec, strategy=build_strategy(spec.strategy, spec.plugins.get("strategy")))
 
     def scoring_inputs(self, nets: Networks, pool_indices: np.ndarray, round_index: int) -> ScoringInputs:
         augmented = self.spec.scoring.score_augmented and self.spec.train.augment
@@ -103,7 +103,7 @@ def build_networks(spec: TrialSpec, dataset: Dataset, strategy: Strategy, device
     """Initial weights from the seed's streams: every strategy of a seed starts from the same backbone, and each
     network the strategy trains beside it from a stream of its own ('init_<name>')."""
     with seeded_global_rng(spec.seed, 0, "init"):
-        backbone = build_model(spec.model, dataset.n_classes, dataset.image_shape[0])
+        backbone = build_model(spec.model, dataset.n_classes, dataset.image_shape[0], spec.plugins.get("model"))
     auxiliary = {}
     for name, build in strategy.auxiliary_networks.items():
         with seeded_global_rng(spec.seed, 0, f"init_{name}"):
@@ -148,17 +148,20 @@ def fit_round(ctx: TrialContext, nets: Networks, labeled: np.ndarray, r: int) ->
     """The fit step: train on the labeled set with round r's streams, test, and measure the fit on the labeled set."""
     spec = ctx.spec
     start = time.perf_counter()
-    stats = train_round(
-        nets,
-        ctx.images,
-        ctx.labels,
-        labeled,
-        spec.train,
-        ctx.strategy.objective,
-        ctx.normalize,
-        order=generator(spec.seed, r, "order"),
-        augment=generator(spec.seed, r, "augment"),
-    )
+    # A layer that draws from torch's global RNG while training (a plugin backbone's dropout) draws round r's
+    # stream, so that a resumed trial repeats it; albench's own backbones draw nothing from it.
+    with seeded_global_rng(spec.seed, r, "train"):
+        stats = train_round(
+            nets,
+            ctx.images,
+            ctx.labels,
+            labeled,
+            spec.train,
+            ctx.strategy.objective,
+            ctx.normalize,
+            order=generator(spec.seed, r, "order"),
+            augment=generator(spec.seed, r, "augment"),
+        )
     return assess_fit(ctx, nets, labeled, stats.final_loss, time.perf_counter() - start)
 
 
@@ -189,15 +192,18 @@ def query_round(ctx: TrialContext, nets: Networks, state: TrialState, r: int, fi
     if r + 1 < len(counts):
         subset = draw_subset(state.labeled_round, spec.regime.subset, generator(spec.seed, r, "subset"))
         make_inputs = lambda idx: ctx.scoring_inputs(nets, idx, r)  # noqa: E731
-        picks = query(
-            ctx.strategy,
-            make_inputs,
-            subset,
-            labeled,
-            counts[r + 1] - counts[r],
-            ctx.n_shards,
-            ctx.map_shards or map_shards_locally,
-        )
+        try:
+            picks = query(
+                ctx.strategy,
+                make_inputs,
+                subset,
+                labeled,
+                counts[r + 1] - counts[r],
+                ctx.n_shards,
+                ctx.map_shards or map_shards_locally,
+            )
+        except StrategyOutputError as error:
+            raise error.in_round(r) from None
         state.labeled_round[torch.as_tensor(picks)] = r + 1
     return RoundRecord(
         round=r,

@@ -6,11 +6,14 @@ Counts come from the specs alone (no data is read), so `albench plan` works on a
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from experiments.specs import TrialSpec
 from orchestrator.plan.cost import StrategyCost, grid_cost
 from orchestrator.plan.grid import Grid
 from orchestrator.plan.jobs import Plan, build_plan
 from orchestrator.store.bookkeeper import Planned
-from orchestrator.store.ledger import TrialEntry
+from orchestrator.store.ledger import TrialEntry, TrialStatus, read_all
 
 SHOWN_GROUPS = 20
 
@@ -80,4 +83,59 @@ def format_cost(grid: Grid, train_images_per_second: float | None = None, plan: 
     lines += fused_lines(plan, grid.resources.fuse)
     if not any(t.regime.subset for t in grid.trials()):
         lines.append("(a regime without subset scores the whole unlabeled pool: not counted above)")
+    lines += plugin_lines(grid.trials())
     return "\n".join(lines)
+
+
+def plugin_lines(trials: list[TrialSpec]) -> list[str]:
+    """The plugins the grid's trials use, each with its package, version and trial count."""
+    used: dict[tuple[str, str, str], int] = {}
+    for spec in trials:
+        for kind, provenance in spec.plugins.items():
+            name = {"strategy": spec.strategy.name, "model": spec.model, "dataset": spec.dataset.name}[kind]
+            used[(kind, name, provenance)] = used.get((kind, name, provenance), 0) + 1
+    if not used:
+        return []
+    return ["plugins (their package and version enter each trial's id):"] + [
+        f"  {kind} {name}: {provenance} ({n} trials)" for (kind, name, provenance), n in sorted(used.items())
+    ]
+
+
+def results_lines(trials: list[TrialSpec], results: Path) -> list[str]:
+    """What a results folder already holds of the grid, and which trials are new because a plugin's version
+    changed (the results of the other version stay in the folder under their own ids; none is reused)."""
+    entries = read_all(results)
+    by_id = {e.trial_id: e for e in entries}
+    done = sum(1 for t in trials if t.trial_id in by_id and by_id[t.trial_id].status == TrialStatus.DONE)
+    started = sum(1 for t in trials if t.trial_id in by_id and by_id[t.trial_id].rounds_done > 0) - done
+    lines = [
+        f"results {results}: {done} of {len(trials)} trials complete, {started} part-done, "
+        f"{len(trials) - done - started} not started"
+    ]
+    others: dict[tuple[str, str], list[TrialSpec]] = {}  # (experiment, label) -> the folder's specs of that label
+    for e in entries:
+        if e.spec:
+            others.setdefault((e.experiment, e.label), []).append(TrialSpec.model_validate_json(e.spec))
+    changed: dict[str, list[str]] = {}  # what changed -> the new trials it makes
+    for spec in trials:
+        if spec.trial_id in by_id:
+            continue
+        for old in others.get((spec.experiment, spec.label), []):
+            kinds = sorted(set(old.plugins) | set(spec.plugins))
+            change = [
+                f"{kind} {old.plugins.get(kind, 'albench')} -> {spec.plugins.get(kind, 'albench')}"
+                for kind in kinds
+                if old.plugins.get(kind) != spec.plugins.get(kind)
+            ]
+            if change:
+                changed.setdefault("; ".join(change), []).append(f"{spec.label} (trial {spec.trial_id})")
+                break
+    for change, labels in sorted(changed.items()):
+        lines.append(
+            f"new plugin version ({change}): {len(labels)} new trials; the folder keeps the earlier version's "
+            "trials and rows under their own ids, none is reused:"
+        )
+        lines += [f"  {label}" for label in labels[:SHOWN_GROUPS]]
+        if len(labels) > SHOWN_GROUPS:
+            lines.append(f"  ... and {len(labels) - SHOWN_GROUPS} more")
+    return lines

@@ -24,7 +24,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from experiments.defaults import DEFAULTS, resolve_train
+from experiments.datasets import defaults_of
+from experiments.defaults import resolve_train
 from experiments.errors import ConfigError
 from experiments.specs import DatasetSpec, Frozen, RegimeSpec, ScoringSpec, TrainSpec, TrialSpec
 from strategies import STRATEGIES, resolve_strategy, settings_of, validate_settings, variant_label
@@ -175,10 +176,13 @@ class Grid(Frozen):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str | None) -> str | None:
-        from models import MODEL_NAMES
+        from models import REGISTRY
 
-        if value is not None and value not in MODEL_NAMES:
-            raise ValueError(f"model '{value}' is unknown; known: {', '.join(MODEL_NAMES)}")
+        if value is not None:
+            try:
+                REGISTRY.get(value)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
         return value
 
     @field_validator("seeds")
@@ -219,8 +223,10 @@ class Grid(Frozen):
         overrides = self.train.model_dump(exclude_unset=True, exclude_none=True)
         trials = []
         for dataset in self.datasets:
-            reference = DEFAULTS[dataset.name].train
+            defaults = defaults_of(dataset.name)
+            reference, model = defaults.train, self.model or defaults.model
             train = resolve_train(reference, overrides)
+            plugins = plugins_of(dataset.name, model, None)
             strategies = [
                 resolve_strategy(entry.name, self.strategy_settings(entry), train, reference, entry.label)
                 for entry in self.strategies
@@ -232,17 +238,32 @@ class Grid(Frozen):
                             TrialSpec(
                                 experiment=self.name,
                                 dataset=dataset,
-                                model=self.model or DEFAULTS[dataset.name].model,
+                                model=model,
                                 regime_name=regime_name,
                                 regime=regime,
                                 strategy=strategy,
                                 seed=seed,
                                 train=train,
                                 scoring=scoring,
+                                plugins={**plugins, **plugins_of(None, None, strategy.name)},
                             )
                         )
         _distinct(trials)
         return trials
+
+
+def plugins_of(dataset: str | None, model: str | None, strategy: str | None) -> dict[str, str]:
+    """{kind: 'package version'} of the named things that are plugins' (what `TrialSpec.plugins` records)."""
+    from experiments.datasets import REGISTRY as DATASETS
+    from models import REGISTRY as MODELS
+    from strategies import REGISTRY as STRATEGIES
+
+    found = {
+        "dataset": None if dataset is None else DATASETS.provenance(dataset),
+        "model": None if model is None else MODELS.provenance(model),
+        "strategy": None if strategy is None else STRATEGIES.provenance(strategy),
+    }
+    return {kind: provenance for kind, provenance in found.items() if provenance}
 
 
 def _unique(values: list, what: str) -> list:

@@ -174,17 +174,25 @@ def make_callback(
     return GridCallback()
 
 
-def connect(address: str | None, verbose: bool = False) -> None:
+def connect(address: str | None, verbose: bool = False, py_modules: list[str] | None = None) -> None:
     """Joins the cluster at `address` (else at $RAY_ADDRESS), or starts a Ray instance of its own (no-op if this
     process is connected). Ray alone would join any instance already running on this machine (another run's, a
     test session's), whose nodes are not this run's to use: `--address auto` asks for that. Ray's own lines (its
-    start, the workers' output) reach the console with `verbose` only."""
+    start, the workers' output) reach the console with `verbose` only. `py_modules`: code every worker of this run
+    imports from (`albench run --ship`)."""
     import ray
 
     if not ray.is_initialized():
         level = logging.INFO if verbose else logging.ERROR
         address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, logging_level=level, log_to_driver=verbose)
+        runtime_env = {"py_modules": py_modules} if py_modules else None
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=level,
+            log_to_driver=verbose,
+            runtime_env=runtime_env,
+        )
 
 
 def claim_device(bundle: dict[str, float]) -> str:

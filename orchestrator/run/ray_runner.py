@@ -26,6 +26,7 @@ from orchestrator.run.placement import check_placement, reported_resources, shor
 from orchestrator.run.progress import Progress
 from orchestrator.run.ray_cluster import connect, make_callback, quiet_raylet, run_config, tune_settings
 from orchestrator.run.ray_worker import run_job, tune_config
+from orchestrator.run.ship import shipped_modules
 from orchestrator.store.bookkeeper import Bookkeeper
 from orchestrator.store.ledger import TrialEntry
 
@@ -41,13 +42,14 @@ def run_grid_on_ray(
     report: Callable[[str], None] = print,
     set_aside_old: bool = False,
     verbose: bool = False,
+    ship: tuple[str, ...] = (),
 ) -> list[TrialEntry]:
     """Runs the pending trials; returns every trial's ledger entry. MLflow, which may lag behind the rows where the
     tracking server is slow, is waited for at the end (`Bookkeeper.settle`). `verbose`: Ray's and Tune's own
-    lines on the console too."""
+    lines on the console too. `ship`: plugin package folders sent to every worker (`orchestrator.run.ship`)."""
     try:
         with tune_settings(verbose):
-            backend = OnRay(address, max_failures, storage_path, verbose)
+            backend = OnRay(address, max_failures, storage_path, verbose, ship)
             return run_grid(grid, keeper, backend, data_root=data_root, report=report, set_aside_old=set_aside_old)
     finally:
         keeper.settle(report)
@@ -56,14 +58,23 @@ def run_grid_on_ray(
 class OnRay:
     """Runs a plan as one Tune run on the cluster at `address` (default: a local Ray instance)."""
 
-    def __init__(self, address: str | None, max_failures: int, storage_path: str | None, verbose: bool) -> None:
+    def __init__(
+        self,
+        address: str | None,
+        max_failures: int,
+        storage_path: str | None,
+        verbose: bool,
+        ship: tuple[str, ...] = (),
+    ) -> None:
         self.address, self.max_failures, self.storage_path, self.verbose = address, max_failures, storage_path, verbose
+        self.ship = ship
 
     def run(self, plan: Plan, context: RunContext) -> None:
         if not plan.jobs:  # nothing to run: no cluster to join
             return
         grid, keeper, report = context.grid, context.keeper, context.report
-        connect(self.address, self.verbose)
+        modules = shipped_modules(list(self.ship), [m.spec for job in plan.jobs for m in job.members])
+        connect(self.address, self.verbose, modules)
         quiet_raylet(self.verbose)
         cluster = reported_resources(ray.cluster_resources)
         bundle = trial_bundle(grid.resources, cluster, report)

@@ -16,6 +16,7 @@ from experiments.specs import TrialSpec
 from models import build_model
 from models.augment import Normalizer
 from models.networks import Networks, Weights
+from orchestrator.engine.query import score_shard
 from orchestrator.run.ray_cluster import claim_device
 from strategies import Strategy, build_strategy
 from strategies.base import ScoringInputs, ShardResult
@@ -40,8 +41,8 @@ class ScoringShard:
         set_scoring_heap(heap)
         self.images = images.to(self.device)
         image_shape = tuple(images.shape[1:])
-        backbone = build_model(spec.model, n_classes, image_shape[0])
-        networks = build_strategy(spec.strategy).auxiliary_networks
+        backbone = build_model(spec.model, n_classes, image_shape[0], spec.plugins.get("model"))
+        networks = build_strategy(spec.strategy, spec.plugins.get("strategy")).auxiliary_networks
         auxiliary = {name: build(backbone, image_shape).to(self.device) for name, build in networks.items()}
         self.nets = Networks(backbone.to(self.device), auxiliary)
         self.normalize = normalize
@@ -58,7 +59,7 @@ class ScoringShard:
             networks=self.nets.auxiliary,
             **options,
         )
-        return run_scoring(lambda: strategy.reduce(strategy.score(inputs), b))
+        return run_scoring(lambda: score_shard(strategy, inputs, b))
 
 
 class ShardPool:

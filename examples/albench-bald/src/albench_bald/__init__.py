@@ -1,0 +1,1 @@
+"""albench-bald: BALD with MC dropout (strategy 'bald') and a small CNN with dropout (model 'mc_cnn')."""
