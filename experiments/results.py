@@ -34,7 +34,7 @@ SCHEMA = pa.schema(
         ("strategy_name", pa.string()),  # the registered name, e.g. 'bait'
         ("seed", pa.int64()),
         ("model", pa.string()),
-        # the plugins the trial uses: 'model: albench-bald 0.1.0; strategy: albench-bald 0.1.0'; '' for albench's own
+        # the plugins the trial uses: 'model: albench-bald 0.1.0; strategy: albench-bald 0.1.0'; null for albench's own
         ("plugins", pa.string()),
         ("round", pa.int64()),
         ("n_labeled", pa.int64()),
@@ -102,13 +102,7 @@ def plugins_text(plugins: dict[str, str]) -> str:
 def _versions_apart(rounds: pd.DataFrame) -> pd.DataFrame:
     """Where one strategy's trials of a grid ran on two versions of a plugin (a package upgraded between runs),
     each version's rows carry it in their `strategy` label: no table or figure averages two versions' seeds."""
-    missing = rounds["plugins"].isna()
-    plugins = rounds["plugins"].fillna("")
-    if missing.any():  # rows written before the column: their spec says (nothing, before plugins existed)
-        of_spec = {
-            text: plugins_text(json.loads(text).get("plugins", {})) for text in rounds.loc[missing, "spec"].unique()
-        }
-        plugins[missing] = rounds.loc[missing, "spec"].map(of_spec)
+    plugins = rounds["plugins"].fillna("")  # null: albench's own (and every row from before plugins)
     keys = ["experiment", "dataset", "regime", "strategy"]
     mixed = plugins.groupby([rounds[k] for k in keys]).transform("nunique") > 1
     if mixed.any():
@@ -129,7 +123,7 @@ def spec_columns(spec: TrialSpec) -> dict:
         "strategy_name": spec.strategy.name,
         "seed": spec.seed,
         "model": spec.model,
-        "plugins": plugins_text(spec.plugins),
+        "plugins": plugins_text(spec.plugins) or None,
         "initial": regime.initial,
         "query": regime.query,
         "subset": regime.subset,

@@ -132,8 +132,11 @@ class TrialSpec(Frozen):
     train: TrainSpec
     scoring: ScoringSpec = ScoringSpec()
     # The plugins the trial uses, by kind: {"strategy": "albench-bald 0.1.0"} (package and version). Part of the id,
-    # so a new version of a plugin makes new trials; empty (and so outside the id) for albench's own.
-    plugins: dict[Literal["strategy", "model", "dataset"], str] = Field(default_factory=dict)
+    # so a new version of a plugin makes new trials; empty for albench's own, and then outside the id and the JSON
+    # (a built-in trial's recorded spec reads as before plugins existed).
+    plugins: dict[Literal["strategy", "model", "dataset"], str] = Field(
+        default_factory=dict, exclude_if=lambda v: not v
+    )
 
     @property
     def trial_id(self) -> str:

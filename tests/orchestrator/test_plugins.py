@@ -454,3 +454,51 @@ def test_an_entry_point_that_is_not_a_strategy_is_refused_naming_it(seen, tmp_pa
     seen(site)
     with pytest.raises(ConfigError, match=r"strategy 'notone' \(entry point .* of broken 1.0\) is 3, not a subclass"):
         parse_grid({**_grid_data(), "model": "small_cnn", "strategies": ["notone"]})
+
+
+TINY_DATA = """
+import numpy as np
+from sklearn.datasets import load_digits
+from albench.api import Dataset, DatasetPlugin, TrainSpec
+
+def load(root):
+    digits = load_digits()
+    images = (digits.images * 16).clip(0, 255).astype(np.uint8)[:, None]
+    labels = digits.target.astype(np.int64)
+    classes = tuple(str(c) for c in range(10))
+    train, test = (images[:600], labels[:600]), (images[600:900], labels[600:900])
+    return Dataset.from_arrays("tiny_digits", train, test, classes, (0.3,), (0.3,))
+
+TINY = DatasetPlugin(load=load, model="small_cnn", train=TrainSpec(epochs=2, batch_size=32, lr=0.05, augment=False))
+"""
+
+
+@pytest.mark.slow
+def test_a_dataset_plugin_brings_its_data_backbone_and_schedule_and_takes_no_options(tmp_path):
+    site = fake_package(
+        tmp_path / "site", "tiny-data", "1.0", {"albench.datasets": {"tiny_digits": "tiny.data:TINY"}},
+        {"tiny.data": TINY_DATA},
+    )  # fmt: skip
+    grid = """
+name: tiny
+datasets: [tiny_digits]
+regimes:
+  small: {initial: 20, query: 20, budget: 60, subset: 200}
+strategies: [entropy, random]
+seeds: [0]
+"""
+    work = work_dir(tmp_path, grid)
+    listed = albench("list", sites=(site,), cwd=work)
+    assert "tiny_digits [tiny-data 1.0]" in listed.stdout
+    done = albench("run", "grid.yaml", "--results", "results", "--in-process", sites=(site,), cwd=work)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = read_rounds(work / "results")
+    assert set(rows["dataset"]) == {"tiny_digits"} and set(rows["plugins"]) == {"dataset: tiny-data 1.0"}
+    assert set(rows["model"]) == {"small_cnn"} and set(rows["n_labeled"]) == {20, 40, 60}
+
+    (work / "grid.yaml").write_text(grid.replace("[tiny_digits]", "[{name: tiny_digits, image_size: 16}]"))
+    refused = albench("plan", "grid.yaml", sites=(site,), cwd=work)
+    assert refused.returncode == 2
+    assert "dataset 'tiny_digits' is a plugin's (tiny-data 1.0): its loader takes no options, got image_size" in (
+        refused.stderr
+    )
