@@ -75,8 +75,18 @@ def fused_groups(specs: list[TrialSpec], per_group: int) -> list[list[TrialSpec]
     """The trials in groups of at most `per_group` that can fuse, in grid order (1: every trial alone)."""
     by_key: dict[str, list[TrialSpec]] = {}
     for spec in specs:
-        by_key.setdefault(fusion_key(spec), []).append(spec)
+        by_key.setdefault(fusion_key(spec) if fusable(spec) else spec.trial_id, []).append(spec)
     return [members[i : i + per_group] for members in by_key.values() for i in range(0, len(members), per_group)]
+
+
+def fusable(spec: TrialSpec) -> bool:
+    """Whether the trial may train fused: a plugin's backbone or training code trains alone, as fused training
+    (one vmapped step) is known right only for albench's own (a backbone's dropout, say, cannot run under it)."""
+    return not ({"model", "dataset"} & set(spec.plugins) or ("strategy" in spec.plugins and _plugin_trains(spec)))
+
+
+def _plugin_trains(spec: TrialSpec) -> bool:
+    return "strategy" in round0_form(spec).get("plugins", {})
 
 
 @dataclass

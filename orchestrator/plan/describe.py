@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from experiments.specs import TrialSpec
+from orchestrator.engine.group import fusable
 from orchestrator.plan.cost import StrategyCost, grid_cost
 from orchestrator.plan.grid import Grid
 from orchestrator.plan.jobs import Plan, build_plan
@@ -41,6 +42,9 @@ def fused_lines(plan: Plan, fuse: int) -> list[str]:
         f"fused (resources.fuse: {fuse}): {len(groups)} groups for {sum(len(j.members) for j in plan.trials)} "
         "trials, each group trains as one (before a run, its complete trials drop out of their groups)"
     ]
+    alone = sum(1 for job in plan.trials for m in job.members if not fusable(m.spec))
+    if alone:
+        lines.append(f"  {alone} trials on a plugin's backbone, data or training code train alone, never fused")
     for i, job in enumerate(groups[:SHOWN_GROUPS], 1):
         lines.append(f"  group {i}: {' + '.join(m.spec.label for m in job.members)}")
     if len(groups) > SHOWN_GROUPS:

@@ -287,8 +287,9 @@ def _distinct(trials: list[TrialSpec]) -> None:
 def _describe(error: dict) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = error["msg"].removeprefix("Value error, ")
-    if isinstance(error.get("input"), dict) and error["type"] == "value_error":
-        return f"{where}: {message}"  # the message names the value; the whole mapping would only be noise
+    named = isinstance(error.get("input"), dict) or f"'{error.get('input')}'" in message
+    if error["type"] == "value_error" and named:
+        return f"{where}: {message}"  # the message names the value (a whole mapping would only be noise)
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown field; allowed: {', '.join(_allowed_at(error['loc']))}"
     if error["type"] == "missing":

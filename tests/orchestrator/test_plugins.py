@@ -502,3 +502,22 @@ seeds: [0]
     assert "dataset 'tiny_digits' is a plugin's (tiny-data 1.0): its loader takes no options, got image_size" in (
         refused.stderr
     )
+
+
+def test_trials_on_a_plugins_backbone_or_data_never_fuse_and_a_plugin_strategy_alone_may(seen, bald_site):
+    """Fused training runs the members' steps as one vmapped step, known right only for albench's own code."""
+    from orchestrator.engine.group import fused_groups
+    from tests.conftest import tiny_spec
+
+    specs = [tiny_spec("entropy", seed) for seed in range(4)]
+    assert [len(g) for g in fused_groups(specs, 2)] == [2, 2]
+    on_plugin_model = [s.model_copy(update={"plugins": {"model": "albench-bald 0.1.0"}}) for s in specs]
+    assert [len(g) for g in fused_groups(on_plugin_model, 2)] == [1, 1, 1, 1]
+    on_plugin_data = [s.model_copy(update={"plugins": {"dataset": "tiny-data 1.0"}}) for s in specs]
+    assert [len(g) for g in fused_groups(on_plugin_data, 4)] == [1, 1, 1, 1]
+    # a plugin strategy that trains with cross-entropy alone (as bald does) trains like any other: it may fuse
+    seen(bald_site)
+    grid = {**_grid_data(), "model": "small_cnn", "strategies": ["bald", "entropy"], "seeds": [0, 1]}
+    trials = parse_grid(grid).trials()
+    assert {t.strategy.name for t in trials} == {"bald", "entropy"}
+    assert [len(g) for g in fused_groups(trials, 4)] == [4]
