@@ -521,3 +521,52 @@ def test_trials_on_a_plugins_backbone_or_data_never_fuse_and_a_plugin_strategy_a
     trials = parse_grid(grid).trials()
     assert {t.strategy.name for t in trials} == {"bald", "entropy"}
     assert [len(g) for g in fused_groups(trials, 4)] == [4]
+
+
+def test_the_example_bald_scores_mutual_information_the_same_in_any_sharding(seen, bald_site, digits):
+    """BALD's score is H[mean_t p_t] - mean_t H[p_t] over its seeded dropout masks, computed here independently
+    (numpy, float64, one image and one pass at a time); an image's masks do not depend on its shard, so its score
+    differs across shardings only by the backbone's float sums over other batches, and the picks not at all."""
+    import numpy as np
+    import torch
+
+    from experiments.specs import StrategySpec
+    from models.augment import Normalizer
+    from strategies import build_strategy
+    from strategies.base import ScoringInputs, merge_shards
+
+    seen(bald_site)
+    from albench_bald.model import McDropoutCNN
+
+    strategy = build_strategy(StrategySpec(name="bald", settings={"samples": 6, "dropout": 0.4}))
+    torch.manual_seed(0)
+    backbone, normalize = McDropoutCNN(10, 1).eval(), Normalizer(digits.mean, digits.std)
+    pool = np.arange(40, 100)
+
+    def inputs(indices: np.ndarray, batch: int) -> ScoringInputs:
+        return ScoringInputs(backbone, digits.train_images[indices], indices, normalize, batch, selection_key=11)
+
+    whole = strategy.score(inputs(pool, 64)).scores
+    thirds = merge_shards([strategy.score(inputs(part, 7)) for part in np.array_split(pool, 3)])
+    np.testing.assert_allclose(thirds.scores, whole, rtol=1e-9)  # other batches: the backbone's float sums differ
+    assert np.array_equal(
+        strategy.select(thirds, 10, np.arange(40)),
+        strategy.select(merge_shards([strategy.score(inputs(pool, 64))]), 10, np.arange(40)),
+    )
+
+    with torch.no_grad():
+        embedding = backbone(normalize(digits.train_images[pool])).embedding.double().numpy()
+    weight, bias = (t.detach().double().numpy() for t in (backbone.head.weight, backbone.head.bias))
+    keep = strategy.masks(11, pool, embedding.shape[1]).numpy()
+    expected = []
+    for i in range(len(pool)):
+        probabilities = []
+        for t in range(6):
+            logits = (embedding[i] * keep[t, i] / 0.6) @ weight.T + bias
+            e = np.exp(logits - logits.max())
+            probabilities.append(e / e.sum())
+        p = np.array(probabilities)
+        mean = p.mean(0)
+        expected.append(-(mean * np.log(mean)).sum() + (p * np.log(p)).sum(1).mean())
+    np.testing.assert_allclose(whole, np.maximum(expected, 0), rtol=1e-4, atol=1e-6)
+    assert 0.3 < keep.mean() < 0.8 and np.ptp(whole) > 0  # masks drop about 40 %; the scores vary
