@@ -12,6 +12,7 @@ import ray
 import torch
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from experiments.plugins import PluginError, PluginImportError, PluginVersionError
 from experiments.specs import TrialSpec
 from models import build_model
 from models.augment import Normalizer
@@ -94,12 +95,28 @@ class ShardPool:
             actor.score.remote(strategy, weights, shard.pool_indices, _options(shard), b)
             for actor, shard in zip(self.actors, shards[1:], strict=False)
         ]
-        local = run_scoring(lambda: strategy.reduce(strategy.score(shards[0]), b))  # overlaps the remote shards
-        return [local, *ray.get(futures)]
+        local = run_scoring(lambda: score_shard(strategy, shards[0], b))  # overlaps the remote shards
+        try:
+            remote = ray.get(futures)
+        except ray.exceptions.RayActorError as error:  # an actor that could not start: a plugin its node lacks?
+            raise plugin_error_of(error) or error from None
+        return [local, *remote]
 
     def close(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
+
+
+def plugin_error_of(error: Exception) -> PluginError | None:
+    """A shard actor's start that failed on a plugin (missing on its node, or another version there), as the
+    albench error it was: then the trial fails at once, as a retry would fail alike."""
+    for line in str(error).splitlines():
+        for kind in (PluginImportError, PluginVersionError):
+            if line.strip().startswith(f"{kind.__module__}.{kind.__name__}: ") or line.strip().startswith(
+                f"{kind.__name__}: "
+            ):
+                return kind(f"a scoring shard's actor did not start: {line.strip().split(': ', 1)[1]}")
+    return None
 
 
 def _options(shard: ScoringInputs) -> dict:

@@ -570,3 +570,30 @@ def test_the_example_bald_scores_mutual_information_the_same_in_any_sharding(see
         expected.append(-(mean * np.log(mean)).sum() + (p * np.log(p)).sum(1).mean())
     np.testing.assert_allclose(whole, np.maximum(expected, 0), rtol=1e-4, atol=1e-6)
     assert 0.3 < keep.mean() < 0.8 and np.ptp(whole) > 0  # masks drop about 40 %; the scores vary
+
+
+@pytest.mark.ray
+def test_a_scoring_shard_actor_that_cannot_start_on_a_plugin_fails_its_trial_as_that_plugin_error(node_with_2_cpus):
+    """A shard actor on a node without the plugin dies in its constructor; Ray says so as an actor error, which
+    `ShardPool` turns back into the plugin's error (no retry), rather than a lost actor (retried)."""
+    import ray
+
+    from experiments.plugins import PluginImportError
+    from orchestrator.run.shards import plugin_error_of
+
+    @ray.remote(num_cpus=1)
+    class NeedsPlugin:
+        def __init__(self) -> None:
+            raise PluginImportError("strategy 'bald' (albench-bald 0.1.0) is not installed on node-b: ...")
+
+        def score(self) -> int:
+            return 1
+
+    with pytest.raises(ray.exceptions.RayActorError) as died:
+        ray.get(NeedsPlugin.remote().score.remote())
+    error = plugin_error_of(died.value)
+    assert isinstance(error, PluginImportError)
+    assert str(error) == (
+        "a scoring shard's actor did not start: strategy 'bald' (albench-bald 0.1.0) is not installed on node-b: ..."
+    )
+    assert plugin_error_of(RuntimeError("the actor died: its node was lost")) is None
