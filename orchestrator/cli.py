@@ -33,6 +33,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.ship and args.in_process:
         raise AlbenchError("--ship sends plugin code to Ray workers; --in-process runs none: drop one of them")
     grid = load_grid(args.grid)
+    if not args.in_process:  # the grid's `resources.ship` folders, relative to the grid file, beside --ship's
+        args.ship = [*args.ship, *(str(Path(args.grid).parent / folder) for folder in grid.resources.ship)]
     if args.ship:  # before anything is made: a folder that cannot be shipped is refused first
         from orchestrator.run.ship import shipped_modules
 

@@ -49,6 +49,9 @@ class ResourcesSpec(Frozen):
     # labeled counts) train as one, their networks stacked (orchestrator/engine/group.py), in one actor with one trial's
     # resources. 1: every trial alone. Not yet run on a GPU: off by default.
     fuse: PositiveInt = 1
+    # plugin package folders sent to every Ray worker of a run (relative to the grid file), as `albench run --ship`
+    # does: for clusters whose nodes do not have the plugin installed (orchestrator/run/ship.py)
+    ship: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _fuse_without_shards(self) -> Self:

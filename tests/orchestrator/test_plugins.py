@@ -257,6 +257,17 @@ def test_on_a_cluster_whose_workers_lack_the_plugin_ship_sends_it(
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
     pd.testing.assert_frame_equal(records(work / "shipped"), records(in_process_run))
 
+    # the grid's own field instead of the flag, relative to the grid file
+    (work / "grid.yaml").write_text(
+        GRID.replace("cpus_per_trial: 1}", "cpus_per_trial: 1, ship: [../site/albench_bald]}")
+    )
+    shutil.copytree(bald_site, tmp_path / "site")
+    by_grid = albench(
+        "run", "grid.yaml", "--results", "by-grid", "--address", address, sites=(tmp_path / "site",), cwd=work
+    )
+    assert by_grid.returncode == 0, by_grid.stdout + by_grid.stderr
+    pd.testing.assert_frame_equal(records(work / "by-grid"), records(in_process_run))
+
 
 @pytest.mark.slow
 @pytest.mark.ray
