@@ -229,11 +229,11 @@ class Grid(Frozen):
             defaults = defaults_of(dataset.name)
             reference, model = defaults.train, self.model or defaults.model
             train = resolve_train(reference, overrides)
-            plugins = plugins_of(dataset.name, model, None)
             strategies = [
                 resolve_strategy(entry.name, self.strategy_settings(entry), train, reference, entry.label)
                 for entry in self.strategies
             ]
+            plugins = {s.name: plugins_of(dataset.name, model, s.name) for s in strategies}
             for regime_name, regime in self.regimes.items():
                 for seed in self.seeds:
                     for strategy in strategies:
@@ -248,7 +248,7 @@ class Grid(Frozen):
                                 seed=seed,
                                 train=train,
                                 scoring=scoring,
-                                plugins={**plugins, **plugins_of(None, None, strategy.name)},
+                                plugins=plugins[strategy.name],
                             )
                         )
         _distinct(trials)
